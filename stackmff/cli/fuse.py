@@ -1,0 +1,147 @@
+"""``stackmff fuse``, ``fuse-dataset``, ``fuse-pairs`` and ``methods``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+from .._checks import StackMFFError
+from ..fusion import DEFAULT_METHOD, list_methods
+
+ALIGN_CHOICES = ("auto", "none", "translation", "similarity", "affine", "homography")
+
+
+def _parse_options(pairs: list[str] | None) -> dict:
+    opts: dict = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise StackMFFError(f"--option must look like KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        opts[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return opts
+
+
+def _method_options(args: argparse.Namespace) -> dict:
+    opts = _parse_options(args.option)
+    if getattr(args, "weights", None):
+        opts["weights"] = args.weights
+    if getattr(args, "device", None):
+        opts["device"] = args.device
+    if getattr(args, "memory_budget", None):
+        opts["memory_budget_mb"] = args.memory_budget
+    return opts
+
+
+def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
+    g = p.add_argument_group("fusion")
+    g.add_argument("-m", "--method", default=DEFAULT_METHOD, help="fusion method (see `stackmff methods`)")
+    g.add_argument("-O", "--option", action="append", metavar="KEY=VALUE", help="method option, repeatable")
+    g.add_argument("--weights", help="checkpoint for learned methods (default: the shipped weights)")
+    a = p.add_argument_group("alignment")
+    a.add_argument(
+        "--align",
+        choices=ALIGN_CHOICES,
+        default="auto",
+        help="register layers before fusing; auto estimates a similarity transform and skips registered stacks",
+    )
+    perf = p.add_argument_group("performance")
+    perf.add_argument("--device", help="torch device for learned methods (default: cuda if available, else cpu)")
+    perf.add_argument("--memory-budget", type=int, metavar="MB", help="memory budget for learned methods in MB")
+    o = p.add_argument_group("output")
+    o.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    o.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    if single:
+        o.add_argument("--index-map", metavar="PATH", help="also write the source-layer index map (16-bit PNG + preview)")
+        o.add_argument("--bit-depth", type=int, choices=(8, 16), help="output bit depth (default: that of the input)")
+    else:
+        o.add_argument("--ext", default=".png", help="extension of the fused images")
+        o.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("fuse", help="fuse one focal stack into an all-in-focus image", formatter_class=fmt)
+    io = p.add_argument_group("input/output")
+    io.add_argument("inputs", nargs="+", metavar="INPUT", help="a folder of layers, image files, or a multi-page TIFF")
+    io.add_argument("-o", "--output", required=True, help="fused image (.png/.jpg/.tif; 16-bit input gives 16-bit)")
+    _add_common(p, single=True)
+    p.set_defaults(func=_cmd_fuse)
+
+    for name, what, func in (
+        ("fuse-dataset", "every stack of ROOT/<dataset>/dof_stack/<scene>/", _cmd_fuse_dataset),
+        ("fuse-pairs", "every pair of ROOT/<dataset>/{A,B}/", _cmd_fuse_pairs),
+    ):
+        q = sub.add_parser(name, help=f"fuse {what}", formatter_class=fmt)
+        io = q.add_argument_group("input/output")
+        io.add_argument("root", metavar="ROOT", help="benchmark root folder")
+        io.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="writes OUTDIR/<dataset>/<scene><ext>")
+        io.add_argument("--datasets", nargs="+", help="only these datasets (default: all found)")
+        _add_common(q, single=False)
+        q.set_defaults(func=func)
+
+    m = sub.add_parser("methods", help="list the fusion methods", formatter_class=fmt)
+    m.add_argument("--json", action="store_true", help="machine-readable list")
+    m.set_defaults(func=_cmd_methods)
+
+
+def _emit(args: argparse.Namespace, summary) -> None:
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+
+
+def _cmd_fuse(args: argparse.Namespace) -> int:
+    from ..fusion.run import fuse_to_file
+
+    summary = fuse_to_file(
+        args.inputs,
+        args.output,
+        args.method,
+        index_map=args.index_map,
+        overwrite=args.overwrite,
+        align=args.align,
+        bit_depth=args.bit_depth,
+        method_options=_method_options(args),
+    )
+    _emit(args, summary)
+    if not args.json:
+        print(f"wrote {args.output} ({summary['layers']} layers, {args.method}, {summary['seconds']:.2f} s)", file=sys.stderr)
+    return 0
+
+
+def _cmd_fuse_dataset(args: argparse.Namespace) -> int:
+    from ..fusion.run import fuse_dataset
+
+    s = fuse_dataset(
+        args.root, args.output, args.method, datasets=args.datasets, ext=args.ext, overwrite=args.overwrite,
+        align=args.align, progress=not args.no_progress, method_options=_method_options(args),
+    )
+    _emit(args, s)
+    return 0
+
+
+def _cmd_fuse_pairs(args: argparse.Namespace) -> int:
+    from ..fusion.run import fuse_pairs
+
+    s = fuse_pairs(
+        args.root, args.output, args.method, datasets=args.datasets, ext=args.ext, overwrite=args.overwrite,
+        align=args.align, progress=not args.no_progress, method_options=_method_options(args),
+    )
+    _emit(args, s)
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    methods = list_methods()
+    if args.json:
+        json.dump([{"name": m.name, "description": m.description, "learned": m.learned} for m in methods], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    width = max((len(m.name) for m in methods), default=0)
+    for m in methods:
+        mark = " (default)" if m.name == DEFAULT_METHOD else ""
+        print(f"{m.name:<{width}}  {m.description}{mark}")
+    return 0

@@ -1,0 +1,169 @@
+"""Fusing files and dataset trees: load -> (align) -> fuse -> save, shared by the CLI, DVC stages and Prefect flows."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .._checks import StackMFFError
+from ..io import Stack, find_pair_scenes, find_stack_scenes, load_stack, save_image
+from . import DEFAULT_METHOD
+from .registry import FusionResult, get_fusion_method
+
+__all__ = ["fuse_dataset", "fuse_loaded", "fuse_pairs", "fuse_to_file", "save_index_map"]
+
+log = logging.getLogger("stackmff")
+
+
+def fuse_loaded(
+    stack: Stack,
+    method: str = DEFAULT_METHOD,
+    *,
+    align: str = "none",
+    method_options: dict | None = None,
+    align_options: dict | None = None,
+) -> tuple[FusionResult, dict]:
+    """Align (optionally) and fuse a loaded stack. Returns the result and a dict of timings/diagnostics."""
+    fm = get_fusion_method(method)  # fail on a bad name before any work
+    info: dict = {}
+    images = stack.images
+    if align != "none":
+        from ..align import align_stack  # imported lazily: OpenCV registration is not needed for registered stacks
+
+        t0 = time.perf_counter()
+        aligned = align_stack(images, mode=align, **(align_options or {}))
+        images = aligned.images
+        info["align_seconds"] = round(time.perf_counter() - t0, 4)
+        info["align"] = aligned.summary()
+    t0 = time.perf_counter()
+    result = fm(images, **(method_options or {}))
+    info["fuse_seconds"] = round(time.perf_counter() - t0, 4)
+    return result, info
+
+
+def save_index_map(path: str | Path, index_map: np.ndarray, n_layers: int, *, overwrite: bool = False) -> list[Path]:
+    """Write an index map as a 16-bit PNG (exact layer numbers) plus a colour-mapped ``*_preview.png``."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        path = path.with_suffix(".png")
+    preview = path.with_name(path.stem + "_preview.png")
+    for p in (path, preview):
+        if p.exists() and not overwrite:
+            raise StackMFFError(f"output {p} exists; pass --overwrite to replace it or choose another name")
+    idx = np.asarray(index_map).astype(np.uint16)
+    save_image(path, idx, bit_depth=16, overwrite=overwrite)
+    scaled = (idx.astype(np.float32) * (255.0 / max(n_layers - 1, 1))).astype(np.uint8)
+    colour = cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)[..., ::-1]  # BGR -> RGB
+    save_image(preview, colour.transpose(2, 0, 1).astype(np.float32) / 255.0, overwrite=overwrite)
+    return [path, preview]
+
+
+def fuse_to_file(
+    inputs: str | Path | Sequence[str | Path],
+    output: str | Path,
+    method: str = DEFAULT_METHOD,
+    *,
+    index_map: str | Path | None = None,
+    overwrite: bool = False,
+    align: str = "none",
+    bit_depth: int | None = None,
+    method_options: dict | None = None,
+    align_options: dict | None = None,
+) -> dict:
+    """Fuse the images ``inputs`` (folder or files) into ``output``; returns a JSON-able summary.
+
+    Nothing is written unless fusion succeeds; existing outputs are refused unless ``overwrite``.
+    """
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise StackMFFError(f"output {output} exists; pass --overwrite to replace it or choose another name")
+    get_fusion_method(method)
+    t0 = time.perf_counter()
+    stack = load_stack(inputs)
+    t_load = time.perf_counter() - t0
+    result, info = fuse_loaded(
+        stack, method, align=align, method_options=method_options, align_options=align_options
+    )
+    bits = bit_depth or stack.bit_depth
+    save_image(output, result.image, bit_depth=bits, overwrite=overwrite)
+    written = [str(output)]
+    if index_map is not None:
+        if result.index_map is None:
+            log.warning("method %s has no index map; --index-map ignored", method)
+        else:
+            written += [str(p) for p in save_index_map(index_map, result.index_map, stack.n, overwrite=overwrite)]
+    h, w = stack.size
+    return {
+        "inputs": [str(p) for p in dict.fromkeys(stack.paths)],
+        "layers": stack.n,
+        "method": method,
+        "width": w,
+        "height": h,
+        "channels": int(stack.images.shape[1]),
+        "bit_depth": bits,
+        "outputs": written,
+        "load_seconds": round(t_load, 4),
+        "seconds": round(time.perf_counter() - t0, 4),
+        **info,
+    }
+
+
+def _progress(items: list, desc: str, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="stack")
+
+
+def fuse_dataset(
+    root: str | Path,
+    outdir: str | Path,
+    method: str = DEFAULT_METHOD,
+    *,
+    datasets: Iterable[str] | None = None,
+    ext: str = ".png",
+    overwrite: bool = False,
+    align: str = "none",
+    index_maps: bool = False,
+    progress: bool = True,
+    method_options: dict | None = None,
+) -> list[dict]:
+    """Fuse every stack of ``<root>/<dataset>/dof_stack/<scene>/`` into ``<outdir>/<dataset>/<scene><ext>``."""
+    scenes = find_stack_scenes(root, datasets)
+    summaries = []
+    for sc in _progress(scenes, f"fuse {method}", progress):
+        out = Path(outdir) / sc.dataset / f"{sc.scene}{ext}"
+        imap = Path(outdir) / sc.dataset / "index_maps" / f"{sc.scene}.png" if index_maps else None
+        s = fuse_to_file(
+            sc.stack_dir, out, method, index_map=imap, overwrite=overwrite, align=align, method_options=method_options
+        )
+        summaries.append({"dataset": sc.dataset, "scene": sc.scene, **s})
+    return summaries
+
+
+def fuse_pairs(
+    root: str | Path,
+    outdir: str | Path,
+    method: str = DEFAULT_METHOD,
+    *,
+    datasets: Iterable[str] | None = None,
+    ext: str = ".png",
+    overwrite: bool = False,
+    align: str = "none",
+    progress: bool = True,
+    method_options: dict | None = None,
+) -> list[dict]:
+    """Fuse every pair of ``<root>/<dataset>/{A,B}/`` into ``<outdir>/<dataset>/<name><ext>``."""
+    pairs = find_pair_scenes(root, datasets)
+    summaries = []
+    for pr in _progress(pairs, f"fuse {method}", progress):
+        out = Path(outdir) / pr.dataset / f"{pr.scene}{ext}"
+        s = fuse_to_file([pr.a, pr.b], out, method, overwrite=overwrite, align=align, method_options=method_options)
+        summaries.append({"dataset": pr.dataset, "scene": pr.scene, **s})
+    return summaries
