@@ -1,0 +1,117 @@
+"""Private primitives shared by the classical fusion methods (OpenCV based, float32 throughout)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .._checks import StackMFFError, check_stack
+
+# Rec.601 luma weights, the same as OpenCV's RGB2GRAY (SPEC: the network's input is this luma too).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def prepare_stack(stack: np.ndarray) -> np.ndarray:
+    """Validate a ``(N, C, H, W)`` stack and return it as C-contiguous float32 (no copy when already so)."""
+    check_stack(stack)
+    out = np.ascontiguousarray(stack, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise StackMFFError("stack contains NaN or infinite values; load images with stackmff.io.load_stack.")
+    return out
+
+
+def luma(layer: np.ndarray) -> np.ndarray:
+    """Rec.601 luma ``(H, W)`` of one layer ``(C, H, W)``; a gray layer is returned as is."""
+    if layer.shape[0] == 1:
+        return layer[0]
+    r, g, b = LUMA_WEIGHTS
+    return (r * layer[0] + g * layer[1] + b * layer[2]).astype(np.float32, copy=False)
+
+
+def luma_hwc(x: np.ndarray) -> np.ndarray:
+    """Luma ``(H, W)`` of an ``(H, W)`` or ``(H, W, 3)`` array (used on pyramid/wavelet coefficients, which are linear)."""
+    if x.ndim == 2:
+        return x
+    r, g, b = LUMA_WEIGHTS
+    return r * x[..., 0] + g * x[..., 1] + b * x[..., 2]
+
+
+def to_hwc(layer: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` -> ``(H, W)`` for C = 1 or contiguous ``(H, W, 3)`` for C = 3 (OpenCV layout)."""
+    return layer[0] if layer.shape[0] == 1 else np.ascontiguousarray(layer.transpose(1, 2, 0))
+
+
+def to_chw(x: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_hwc`."""
+    return x[None] if x.ndim == 2 else np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def box_mean(x: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over the ``(2r+1) x (2r+1)`` window (reflected borders), O(1) per pixel."""
+    k = 2 * radius + 1
+    return cv2.boxFilter(x, cv2.CV_32F, (k, k), normalize=True, borderType=cv2.BORDER_REFLECT_101)
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """Gray-guide guided filter (He, Sun & Tang, ECCV 2010 / TPAMI 2013), O(1) per pixel with box filters.
+
+    ``q = mean(a) * I + mean(b)`` with ``a = cov(I, p) / (var(I) + eps)``, ``b = mean(p) - a mean(I)`` over
+    ``(2r+1)^2`` windows. Used because ``cv2.ximgproc`` (opencv-contrib) is not a dependency.
+
+    Args:
+        guide: ``(H, W)`` float32 guidance image I.
+        src: ``(H, W)`` float32 image p to filter.
+        radius: window radius r.
+        eps: regularisation, in units of the guide's squared intensity.
+
+    Returns:
+        ``(H, W)`` float32 filtered image.
+    """
+    guide = np.asarray(guide, dtype=np.float32)
+    src = np.asarray(src, dtype=np.float32)
+    mean_i = box_mean(guide, radius)
+    mean_p = box_mean(src, radius)
+    cov_ip = box_mean(guide * src, radius) - mean_i * mean_p
+    var_i = box_mean(guide * guide, radius) - mean_i * mean_i
+    a = cov_ip / (var_i + np.float32(eps))
+    b = mean_p - a * mean_i
+    return box_mean(a, radius) * guide + box_mean(b, radius)
+
+
+def majority_filter(labels: np.ndarray, size: int) -> np.ndarray:
+    """Replace each label by the most frequent label in its ``size x size`` window (a consistency check).
+
+    Ties are resolved in favour of the pixel's own label, so the filter commutes with relabelling (a permutation of
+    the layers permutes the result and changes nothing else) except in ties between two foreign labels.
+
+    Args:
+        labels: ``(H, W)`` integer label map.
+        size: odd window size; ``size <= 1`` returns the input unchanged.
+
+    Returns:
+        ``(H, W)`` label map of the same dtype.
+    """
+    if size <= 1:
+        return labels
+    best_count = np.full(labels.shape, -1.0, dtype=np.float32)
+    out = labels.copy()
+    for lab in np.unique(labels):
+        mask = (labels == lab).astype(np.float32)
+        count = cv2.boxFilter(mask, cv2.CV_32F, (size, size), normalize=False, borderType=cv2.BORDER_REFLECT_101)
+        count += np.float32(0.5) * mask  # own label wins ties
+        better = count > best_count
+        out[better] = lab
+        best_count = np.where(better, count, best_count)
+    return out
+
+
+def gather(stack: np.ndarray, index_map: np.ndarray) -> np.ndarray:
+    """Pick, per pixel, the pixel of layer ``index_map[y, x]``: ``(N, C, H, W)``, ``(H, W)`` -> ``(C, H, W)``."""
+    idx = np.broadcast_to(index_map[None, None].astype(np.intp), (1, *stack.shape[1:]))
+    return np.take_along_axis(stack, idx, axis=0)[0]
+
+
+def auto_levels(height: int, width: int, *, coarsest: int = 8, max_levels: int = 10) -> int:
+    """Number of decomposition levels so that the coarsest band is about ``coarsest`` pixels on its short side."""
+    short = min(height, width)
+    return int(max(1, min(max_levels, np.floor(np.log2(max(short, 2) / coarsest)))))
