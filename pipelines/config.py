@@ -1,0 +1,245 @@
+"""Typed views of ``params.yaml``: one frozen dataclass per stage section, loaded strictly.
+
+Every section of ``params.yaml`` maps to a dataclass below; :func:`load_params` builds it and fails with the full
+key name on a typo (``params.yaml: unknown key fuse.methds; known keys under fuse: ...``), a missing required key or
+a value of the wrong type. Stage scripts read only their own section, and ``dvc.yaml`` tracks only those keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from stackmff._checks import StackMFFError
+
+__all__ = [
+    "SECTIONS",
+    "BaseParams",
+    "DepthParams",
+    "EvaluateParams",
+    "ExtractParams",
+    "FlowsParams",
+    "FuseParams",
+    "PrepareParams",
+    "ReportParams",
+    "SplitParams",
+    "SynthesizeParams",
+    "TrainParams",
+    "load_params",
+    "load_yaml",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BaseParams:
+    """``base:``: settings shared by several stages."""
+
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    """``prepare:``: turning the bundled sample stacks into a benchmark tree."""
+
+    dataset: str = "samples"  # dataset name the stacks get inside the tree
+    max_side: int = 0  # longest image side after (area) downscaling; 0 keeps the original size
+
+
+@dataclass(frozen=True)
+class ExtractParams:
+    """``extract:``: raw training datasets under ``data/raw/<name>/``; absent ones are skipped."""
+
+    datasets: list[str] = field(default_factory=list)
+    max_images: int = 0  # 0 = all; n > 0 keeps the first n images (sorted by name) per dataset
+    duts_uniform_fraction: float = 0.2  # DUTS: reject images whose most frequent colour covers >= this fraction
+    nyu_crop: list[int] = field(default_factory=lambda: [460, 620])  # NYU Depth V2 centre crop (H, W)
+
+
+@dataclass(frozen=True)
+class DepthParams:
+    """``depth:``: Depth Anything V2 for images without a depth map."""
+
+    model: str = "depth-anything/Depth-Anything-V2-Small-hf"  # Hugging Face id, read from the local cache only
+    device: str = "cpu"
+    batch_size: int = 4
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """One synthesised split (``synthesize.benchmark`` or ``synthesize.train``)."""
+
+    source: str = "procedural"  # "procedural" or "extracted" (images + depth from the extract/depth stages)
+    scenes: int = 8  # stacks to write (per source dataset when source is "extracted")
+    size: int = 256  # side of the square procedural scene / random crop of an extracted image
+    layers: list[int] = field(default_factory=lambda: [4, 8])  # N values, cycled over the stacks
+    mode: str = "physical"  # "physical" (thin lens, occlusion, noise) or "upstream" (StackMFF make_dataset.py)
+    ordered: bool = True  # keep layers in focus order (False shuffles them, as upstream V3 data)
+    seed: int = 0  # added to base.seed, so benchmark and training scenes never coincide
+
+
+@dataclass(frozen=True)
+class SynthesizeParams:
+    """``synthesize:``: held-out benchmark stacks with ground truth and the training set."""
+
+    benchmark: SplitParams = field(default_factory=SplitParams)
+    train: SplitParams = field(default_factory=SplitParams)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """``train:``: fine-tuning / training StackMFF V3 (passed on to ``stackmff.models.train``)."""
+
+    config: dict[str, Any] = field(default_factory=dict)  # keys of the training config; see stackmff.models.train
+
+
+@dataclass(frozen=True)
+class FuseParams:
+    """``fuse:``: which methods run on which benchmarks, and their options."""
+
+    methods: list[str] = field(default_factory=list)  # registered methods and external tools (no model files)
+    learned: list[str] = field(default_factory=list)  # registered methods that load the trained checkpoint
+    imported: list[str] = field(default_factory=list)  # results imported from data/imported/<method>/
+    benchmarks: list[str] = field(default_factory=list)  # folders under data/benchmarks/
+    align: dict[str, str] = field(default_factory=dict)  # benchmark -> "none" or an alignment mode
+    index_maps: bool = True  # also save index maps of methods that have them (shown in the report)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> keyword options / adapter keys
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """``evaluate:``: metrics computed for every fused image."""
+
+    metrics: list[str] = field(default_factory=list)  # empty: every metric applicable to the benchmark
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """``report:``: tables, plots and the HTML page."""
+
+    title: str = "StackMFF V3 benchmark"
+    metrics: list[str] = field(default_factory=list)  # table columns, in order; empty: all evaluated
+    lower_is_better: list[str] = field(default_factory=list)  # metrics where smaller wins (errors, NIQE...)
+    primary: dict[str, str] = field(default_factory=dict)  # benchmark -> metric used by the scatter plots
+    crop: int = 160  # side of the crops shown per scene
+    max_scenes: int = 12  # scenes shown with crops (the rest only in tables)
+
+
+@dataclass(frozen=True)
+class FlowsParams:
+    """``flows:``: Prefect orchestration (not read by any DVC stage)."""
+
+    task_runner: str = "threads"  # "threads" or "dask" (process parallelism for CPU-bound baselines)
+    workers: int = 2
+    cron: str = "0 3 * * *"  # schedule of the regenerate deployment
+    publish_dir: str = ""  # where the regenerate flow copies reports/ ("" = no copy, only a Prefect artifact)
+
+
+SECTIONS: dict[str, type] = {
+    "base": BaseParams,
+    "prepare": PrepareParams,
+    "extract": ExtractParams,
+    "depth": DepthParams,
+    "synthesize": SynthesizeParams,
+    "train": TrainParams,
+    "fuse": FuseParams,
+    "evaluate": EvaluateParams,
+    "report": ReportParams,
+    "flows": FlowsParams,
+}
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or a non-mapping raises :class:`StackMFFError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise StackMFFError(f"params file not found: {path}; run from the repository root or pass --params")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise StackMFFError(f"{path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_params(path: str | Path, section: str) -> Any:
+    """Load one section of a params file into its dataclass.
+
+    Args:
+        path: the YAML file (``params.yaml``).
+        section: a key of :data:`SECTIONS`.
+
+    Returns:
+        The section's frozen dataclass.
+
+    Raises:
+        StackMFFError: unknown section, unknown or mistyped key (named in full, e.g. ``fuse.methds``).
+    """
+    if section not in SECTIONS:
+        raise StackMFFError(f"unknown params section {section!r}; use one of {', '.join(SECTIONS)}")
+    data = load_yaml(path)
+    return build(SECTIONS[section], data.get(section) or {}, section, source=str(path))
+
+
+def build(cls: type[T], data: Mapping[str, Any], prefix: str, *, source: str = "params.yaml") -> T:
+    """Build dataclass ``cls`` from ``data`` strictly; ``prefix`` names the section in error messages."""
+    if not isinstance(data, Mapping):
+        raise StackMFFError(f"{source}: {prefix} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise StackMFFError(
+            f"{source}: unknown key {prefix}.{unknown[0]}; known keys under {prefix}: {', '.join(names)}"
+        )
+    values = {k: _convert(hints[k], v, f"{prefix}.{k}", source) for k, v in data.items()}
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value or {}, key, source=source)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        return _convert(tp, value, key, source)
+    if tp is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise StackMFFError(f"{source}: {key} must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise StackMFFError(f"{source}: {key} must be a mapping, got {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _convert(item, v, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise StackMFFError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StackMFFError(f"{source}: {key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise StackMFFError(f"{source}: {key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise StackMFFError(f"{source}: {key} must be a string, got {value!r}")
+        return value
+    return value
