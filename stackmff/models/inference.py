@@ -1,0 +1,340 @@
+"""Memory-bounded StackMFF V3 inference: luma in, colour gathered from the original layers.
+
+The image is cut into overlapping tiles (reflect-padded to a multiple of 32, never resized). Inside a tile every
+layer goes through the per-layer encoder on its own (``layer_group`` layers at a time), keeping only its 1/4-resolution
+map; the full-resolution part (upsampling, last conv, cross-layer attention) then runs on row chunks. Tile logits
+are blended with linear feathering over the overlaps, one band of tile rows at a time, so the memory for logits and
+luma is ``O(N · tile · W)`` and the rest is bounded by ``memory_budget_mb`` instead of by the image size.
+
+The fused colour of a pixel is the exact source value of the chosen layer (a gather, no blending), so 8- and 16-bit
+inputs survive bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._checks import StackMFFError
+from ..fusion.registry import FusionResult
+from .stackmff_v3 import StackMFFV3, StackMFFV3Config, expected_index
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "TilePlan",
+    "fuse_stack_v3",
+    "load_model",
+    "luma",
+    "plan_tiles",
+    "predict_logits",
+    "resolve_device",
+    "save_checkpoint",
+]
+
+log = logging.getLogger("stackmff")
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+# The shipped weights; STACKMFF_WEIGHTS overrides the location (e.g. an installed package without the repo tree).
+DEFAULT_WEIGHTS = Path(os.environ.get("STACKMFF_WEIGHTS", WEIGHTS_DIR / "stackmff_v3.pt"))
+DEFAULT_STAR_WEIGHTS = Path(os.environ.get("STACKMFF_STAR_WEIGHTS", WEIGHTS_DIR / "stackmff_v3_star.pt"))
+
+_REC601 = (0.299, 0.587, 0.114)
+
+
+def luma(layer: np.ndarray) -> np.ndarray:
+    """Rec.601 luma (as OpenCV ``RGB2GRAY``) of a ``(C, H, W)`` float image, C in {1, 3}; returns ``(H, W)`` float32."""
+    if layer.shape[0] == 1:
+        return np.asarray(layer[0], dtype=np.float32)
+    r, g, b = (np.asarray(layer[i], dtype=np.float32) for i in range(3))
+    return _REC601[0] * r + _REC601[1] * g + _REC601[2] * b
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/"auto" → CUDA when available, else CPU; otherwise ``torch.device(device)``.
+
+    Raises:
+        StackMFFError: a CUDA device was asked for but none is available.
+    """
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise StackMFFError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str | Path, model: StackMFFV3, *, half: bool = False, **extra) -> Path:
+    """Write ``{"config", "model", **extra}`` atomically (temp file + rename); ``half`` stores fp16 weights.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save({"config": model.cfg.to_dict(), "model": sd, **extra}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model(weights: str | Path | None = None, *, device: str | torch.device | None = "cpu") -> StackMFFV3:
+    """Load a checkpoint written by :func:`save_checkpoint` or by training (config restored from the file).
+
+    Args:
+        weights: checkpoint path; ``None`` = the shipped :data:`DEFAULT_WEIGHTS`.
+        device: where to put the model.
+
+    Raises:
+        StackMFFError: missing or unreadable file.
+    """
+    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise StackMFFError(f"weights {path} not found; pass weights=PATH (--weights) or train some with `stackmff train`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors carry long messages; keep one line
+        raise StackMFFError(f"cannot read weights {path} ({type(exc).__name__}); is it a stackmff checkpoint?") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise StackMFFError(f"weights {path} is not a stackmff checkpoint (needs 'config' and 'model'); re-export it")
+    model = StackMFFV3(StackMFFV3Config.from_dict(ckpt["config"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
+    return model.to(resolve_device(device)).eval()
+
+
+# ------------------------------------------------------------------------------------------------- tiling
+@dataclass(frozen=True)
+class TilePlan:
+    """Tile size, overlap and per-step chunk sizes chosen for a budget."""
+
+    tile: int  # tile side in pixels (multiple of 32), >= the image when untiled
+    overlap: int  # pixels shared by neighbouring tiles
+    layer_group: int  # layers encoded together
+    chunk_pixels: int  # full-resolution pixels per attention chunk
+    tiled: bool
+
+
+# Measured peak bytes per pixel (fp32, CPU) of one layer in the default encoder; scaled by width for variants.
+_ENCODER_BYTES_PER_PIXEL = 700.0
+
+
+def _ceil32(x: int) -> int:
+    return -(-x // 32) * 32
+
+
+def plan_tiles(h: int, w: int, n: int, cfg: StackMFFV3Config, *, memory_budget_mb: float = 1024,
+               tile: int | None = None, overlap: int | None = None) -> TilePlan:
+    """Choose tile size and chunking so that working memory stays within ``memory_budget_mb``.
+
+    The budget covers band buffers (luma and blended logits for one band of tile rows), the encoder of one layer
+    group, the 1/4-resolution maps of all layers of a tile, and one attention chunk.
+    """
+    if memory_budget_mb < 64:
+        raise StackMFFError(f"memory_budget_mb must be >= 64, got {memory_budget_mb}; raise the budget")
+    budget = memory_budget_mb * 2**20
+    e = cfg.embed_dim
+    enc = _ENCODER_BYTES_PER_PIXEL * cfg.dims[0] / 32
+    # attention chunk: tokens, qkv, ffn hidden and a few temporaries per layer-pixel, in bytes
+    per_token = 4 * (6 * e + 3 * e + 2 * cfg.ffn_dim + 4 * cfg.attn_heads * n)
+    chunk_pixels = int(max(4096, min(2**18, 0.25 * budget / (n * per_token + 64))))
+    hp, wp = _ceil32(h), _ceil32(w)
+
+    def cost(t: int, band_w: int) -> float:
+        band = 3 * n * t * band_w * 4  # luma band, logits accumulator, tile logits
+        return band + t * t * (enc + n * e * 4 / 16 + 16) + 0.25 * budget
+
+    if tile is None:
+        if cost(max(hp, wp), wp) <= budget:
+            return TilePlan(max(hp, wp), 0, n, chunk_pixels, False)
+        t = 2048
+        while t > 64 and cost(t, w) > budget:
+            t -= 32
+    else:
+        if tile < 32 or tile % 32:
+            raise StackMFFError(f"tile must be a positive multiple of 32, got {tile}; e.g. tile=512")
+        t = tile
+        if t >= max(hp, wp):
+            return TilePlan(t, 0, n, chunk_pixels, False)
+    ov = overlap if overlap is not None else max(16, min(256, t // 4))
+    if not 0 <= ov < t // 2:
+        raise StackMFFError(f"overlap must be in [0, tile/2), got {ov} for tile {t}; lower it")
+    return TilePlan(t, ov, n, chunk_pixels, True)
+
+
+def _starts(size: int, t: int, ov: int) -> list[int]:
+    if size <= t:
+        return [0]
+    step = t - ov
+    k = math.ceil((size - t) / step)
+    return [min(i * step, size - t) for i in range(k)] + [size - t]
+
+
+def _ramp(length: int, ov: int, lo_edge: bool, hi_edge: bool) -> np.ndarray:
+    # linear feathering over the overlap; image borders keep full weight
+    r = np.ones(length, np.float32)
+    if ov > 0:
+        ramp = (np.arange(ov, dtype=np.float32) + 1) / (ov + 1)
+        if not lo_edge:
+            r[:ov] = np.minimum(r[:ov], ramp)
+        if not hi_edge:
+            r[-ov:] = np.minimum(r[-ov:], ramp[::-1])
+    return r
+
+
+# ------------------------------------------------------------------------------------------------- core
+def _pad_reflect(x: np.ndarray, hp: int, wp: int) -> np.ndarray:
+    h, w = x.shape[-2:]
+    if (h, w) == (hp, wp):
+        return x
+    return np.pad(x, ((0, 0), (0, hp - h), (0, wp - w)), mode="reflect" if min(h, w) > 1 else "edge")
+
+
+@torch.inference_mode()
+def predict_logits(model: StackMFFV3, lum: np.ndarray | torch.Tensor, *, layer_group: int | None = None,
+                   chunk_pixels: int = 65536, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Per-layer logits of one luma stack (one tile), streaming layers through the encoder.
+
+    Args:
+        model: the network (eval mode).
+        lum: ``(N, H, W)`` luma in [0, 1], any H, W (reflect-padded to a multiple of 32 internally).
+        layer_group: layers encoded at once (default all).
+        chunk_pixels: full-resolution pixels per attention chunk.
+        autocast_dtype: e.g. ``torch.bfloat16`` to run convolutions under autocast.
+
+    Returns:
+        ``(N, H, W)`` float32 logits on the model's device.
+    """
+    dev = next(model.parameters()).device
+    lum = lum.detach().cpu().numpy() if isinstance(lum, torch.Tensor) else lum
+    n, h, w = lum.shape
+    hp, wp = _ceil32(h), _ceil32(w)
+    x = torch.from_numpy(np.ascontiguousarray(_pad_reflect(lum, hp, wp), dtype=np.float32)).to(dev)  # (N, Hp, Wp)
+    g = layer_group or n
+    ac = torch.autocast(dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    with ac:
+        lows = [
+            model.encode(x[i : i + g, None].contiguous(memory_format=torch.channels_last))  # (g, E, Hp/4, Wp/4)
+            for i in range(0, n, g)
+        ]
+    low = torch.cat(lows).float() if len(lows) > 1 else lows[0].float()  # (N, E, Hp/4, Wp/4)
+    del lows
+    out = torch.empty(n, h, w, device=dev)
+    rows = max(1, min(h, chunk_pixels // wp))
+    for r0 in range(0, h, rows):
+        r1 = min(r0 + rows, h)
+        with ac:
+            feats = model.decode(low, rows=(r0, r1))  # (N, E, r, Wp)
+        e = feats.shape[1]
+        tokens = feats[..., :w].float().permute(2, 3, 0, 1).reshape(-1, n, e)  # (r*W, N, E)
+        out[:, r0:r1] = model.interact(tokens).T.reshape(n, r1 - r0, w)  # (N, r, W)
+    return out
+
+
+def _as_layers(stack) -> tuple[int, int, int, int]:
+    n = len(stack)
+    if n < 2:
+        raise StackMFFError(f"stack must have at least 2 layers, got {n}; add more focus slices")
+    first = np.asarray(stack[0]) if not hasattr(stack[0], "shape") else stack[0]
+    if first.ndim != 3 or first.shape[0] not in (1, 3):
+        raise StackMFFError(f"stack layers must be (C, H, W) with C in (1, 3), got {tuple(first.shape)}; load with stackmff.io")
+    return n, *first.shape
+
+
+def fuse_stack_v3(
+    stack: np.ndarray | Sequence[np.ndarray],
+    model: StackMFFV3,
+    *,
+    memory_budget_mb: float = 1024,
+    tile: int | None = None,
+    overlap: int | None = None,
+    precision: str = "auto",
+) -> FusionResult:
+    """Fuse a focal stack with a StackMFF V3 model.
+
+    Args:
+        stack: ``(N, C, H, W)`` float array in [0, 1] (may be a memmap) or a sequence of N ``(C, H, W)`` layers
+            that are read lazily (only row bands of each layer are touched at a time).
+        model: network from :func:`load_model`; its device is used.
+        memory_budget_mb: working-memory budget; decides tile size and chunking (not counting the input and the
+            output arrays).
+        tile: force a tile side (multiple of 32); default chosen from the budget.
+        overlap: tile overlap in pixels (default tile/4, at most 256).
+        precision: "fp32", "bf16" (autocast) or "auto" (bf16 on CUDA, fp32 on CPU).
+
+    Returns:
+        FusionResult with ``image`` ``(C, H, W)`` float32 (exact source values), ``index_map`` ``(H, W)`` int32,
+        ``confidence`` ``(H, W)`` float32 = max softmax probability, ``extras`` with the tile plan.
+    """
+    n, c, h, w = _as_layers(stack)
+    if precision not in ("auto", "fp32", "bf16"):
+        raise StackMFFError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    dev = next(model.parameters()).device
+    ac = torch.bfloat16 if precision == "bf16" or (precision == "auto" and dev.type == "cuda") else None
+    model.eval()
+    plan = plan_tiles(h, w, n, model.cfg, memory_budget_mb=memory_budget_mb, tile=tile, overlap=overlap)
+    regress = model.cfg.head == "regress"
+    image = np.empty((c, h, w), np.float32)
+    index = np.empty((h, w), np.int32)
+    conf = np.empty((h, w), np.float32)
+    t, ov = (plan.tile, plan.overlap) if plan.tiled else (max(h, w), 0)
+    ys, xs = _starts(h, t, ov), _starts(w, t, ov)
+    acc = wsum = None
+    acc_y0 = 0
+    for iy, y0 in enumerate(ys):
+        y1 = min(y0 + t, h)
+        band = np.stack([luma(np.asarray(stack[k][:, y0:y1])) for k in range(n)])  # (N, bh, W)
+        if acc is None:
+            acc, wsum, acc_y0 = np.zeros((n, y1 - y0, w), np.float32), np.zeros((y1 - y0, w), np.float32), y0
+        wy = _ramp(y1 - y0, ov, y0 == 0, y1 == h)
+        for x0 in xs:
+            x1 = min(x0 + t, w)
+            lg = predict_logits(model, band[:, :, x0:x1], layer_group=plan.layer_group,
+                                chunk_pixels=plan.chunk_pixels, autocast_dtype=ac).float().cpu().numpy()
+            wt = wy[:, None] * _ramp(x1 - x0, ov, x0 == 0, x1 == w)[None]  # (bh, bw)
+            acc[:, y0 - acc_y0 : y1 - acc_y0, x0:x1] += lg * wt
+            wsum[y0 - acc_y0 : y1 - acc_y0, x0:x1] += wt
+        del band
+        done = ys[iy + 1] if iy + 1 < len(ys) else h  # rows no later tile touches
+        _finalise(stack, acc[:, : done - acc_y0], wsum[: done - acc_y0], acc_y0, regress, image, index, conf)
+        if iy + 1 < len(ys):
+            ny1 = min(ys[iy + 1] + t, h)
+            keep = acc[:, done - acc_y0 :]
+            nacc, nw = np.zeros((n, ny1 - done, w), np.float32), np.zeros((ny1 - done, w), np.float32)
+            nacc[:, : keep.shape[1]] = keep
+            nw[: keep.shape[1]] = wsum[done - acc_y0 :]
+            acc, wsum, acc_y0 = nacc, nw, done
+    return FusionResult(
+        image=image, index_map=index, confidence=conf,
+        extras={"tile": plan.tile, "overlap": plan.overlap, "tiled": plan.tiled, "device": str(dev),
+                "precision": "bf16" if ac else "fp32"},
+    )
+
+
+def _finalise(stack, acc, wsum, y0, regress, image, index, conf) -> None:
+    # blended logits of finished rows -> index, confidence, gathered colour
+    n, r = acc.shape[0], acc.shape[1]
+    if r == 0:
+        return
+    lg = torch.from_numpy(acc / wsum[None])  # (N, r, W)
+    p = lg.softmax(0)
+    if regress:
+        idx = torch.round(expected_index(lg, dim=0) * (n - 1)).clamp_(0, n - 1).to(torch.int32)
+    else:
+        idx = p.argmax(0).to(torch.int32)
+    rows = slice(y0, y0 + r)
+    index[rows] = idx.numpy()
+    conf[rows] = p.amax(0).numpy()
+    out = image[:, rows]
+    sel = index[rows]
+    for k in range(n):
+        m = sel == k
+        if m.any():
+            out[:, m] = np.asarray(stack[k][:, rows])[:, m]
