@@ -171,8 +171,19 @@ def _pil_to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
 
 
 def _read_tiff(path: Path) -> tuple[list[np.ndarray], bool]:
-    with tifffile.TiffFile(path) as tf:
-        pages = [p.asarray() for p in tf.pages]
+    try:
+        with tifffile.TiffFile(path) as tf:
+            pages = [p.asarray() for p in tf.pages]
+    except ValueError as exc:
+        if "imagecodecs" not in str(exc):
+            raise
+        # LZW/JPEG/... TIFFs (what OpenCV and many cameras write) need imagecodecs in tifffile; OpenCV's libtiff
+        # decodes them, all pages, 8 or 16 bit
+        ok, mats = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED)
+        if not ok or not mats:
+            raise OSError("decoder failed") from None
+        codes = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGBA}
+        pages = [cv2.cvtColor(m, codes[m.shape[2]]) if m.ndim == 3 and m.shape[2] in codes else m for m in mats]
     out: list[np.ndarray] = []
     had_alpha = False
     for arr in pages:

@@ -4,7 +4,7 @@ from .registry import FusionMethod, FusionResult, get_fusion_method, list_method
 
 __all__ = ["FusionMethod", "FusionResult", "fuse", "get_fusion_method", "list_methods", "register_method"]
 
-DEFAULT_METHOD = "focus_measure"
+DEFAULT_METHOD = "laplacian_pyramid"
 
 
 def fuse(stack, method: str = DEFAULT_METHOD, **options) -> FusionResult:

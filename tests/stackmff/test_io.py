@@ -1,0 +1,252 @@
+"""Tests of stack I/O: formats, bit depths, ordering, EXIF orientation, bad input, atomic saving, dataset trees."""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+from _helpers import write_image
+from PIL import Image
+
+from stackmff._checks import StackMFFError
+from stackmff.io import find_pair_scenes, find_stack_scenes, load_image, load_stack, natural_key, save_image
+
+
+def _rgb(h=24, w=32, seed=0, dtype=np.uint8):
+    rng = np.random.default_rng(seed)
+    top = 255 if dtype == np.uint8 else 65535
+    return rng.integers(0, top + 1, (h, w, 3), dtype=np.int64).astype(dtype)
+
+
+def test_natural_order_of_file_names(tmp_path):
+    for name in ("10.png", "2.png", "1.png", "b3.png", "B20.png"):
+        write_image(tmp_path / name, _rgb())
+    stack = load_stack(tmp_path)
+    assert [p.name for p in stack.paths] == ["1.png", "2.png", "10.png", "b3.png", "B20.png"]
+    assert sorted(["x10.png", "x9.png"], key=natural_key) == ["x9.png", "x10.png"]
+
+
+def test_explicit_file_list_keeps_the_given_order(tmp_path):
+    a, b = write_image(tmp_path / "a.png", _rgb(seed=1)), write_image(tmp_path / "b.png", _rgb(seed=2))
+    stack = load_stack([b, a])
+    assert stack.paths == [b, a]
+    np.testing.assert_array_equal(stack.images[0].transpose(1, 2, 0), _rgb(seed=2) / np.float32(255))
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".tif", ".webp"])
+def test_lossless_8bit_formats_round_trip_exactly(tmp_path, ext):
+    arrays = [_rgb(seed=s) for s in range(2)]
+    for i, arr in enumerate(arrays):
+        if ext == ".webp":
+            Image.fromarray(arr).save(tmp_path / f"{i}{ext}", lossless=True)
+        elif ext == ".tif":
+            tifffile.imwrite(tmp_path / f"{i}{ext}", arr, photometric="rgb")
+        else:
+            write_image(tmp_path / f"{i}{ext}", arr)
+    stack = load_stack(tmp_path)
+    assert stack.images.shape == (2, 3, 24, 32) and stack.images.dtype == np.float32 and stack.bit_depth == 8
+    for layer, arr in zip(stack.images, arrays):
+        np.testing.assert_array_equal(np.rint(layer.transpose(1, 2, 0) * 255).astype(np.uint8), arr)
+
+
+def test_jpeg_reads_close_to_the_source(tmp_path):
+    smooth = cv2.GaussianBlur(_rgb(64, 64), (0, 0), 3)
+    for i in range(2):
+        write_image(tmp_path / f"{i}.jpg", smooth)
+    stack = load_stack(tmp_path)
+    assert stack.images.shape == (2, 3, 64, 64)
+    assert np.abs(stack.images[0].transpose(1, 2, 0) * 255 - smooth).mean() < 3
+
+
+def test_16bit_tiff_and_png_keep_16_bits(tmp_path):
+    a16, b16 = _rgb(seed=3, dtype=np.uint16), _rgb(seed=4, dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "0.tif", a16, photometric="rgb")
+    write_image(tmp_path / "1.png", b16)
+    stack = load_stack(tmp_path)
+    assert stack.bit_depth == 16
+    np.testing.assert_array_equal(np.rint(stack.images[0].transpose(1, 2, 0) * 65535).astype(np.uint16), a16)
+    np.testing.assert_array_equal(np.rint(stack.images[1].transpose(1, 2, 0) * 65535).astype(np.uint16), b16)
+    out = save_image(tmp_path / "out" / "fused.png", stack.images[0], bit_depth=16)
+    back = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back[..., ::-1], a16)  # exact 16-bit round trip
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_lzw_tiff_written_by_opencv(tmp_path, dtype):
+    # OpenCV (and many cameras) write LZW-compressed TIFFs, which tifffile alone cannot decode
+    arrays = [_rgb(seed=s, dtype=dtype) for s in range(2)]
+    for i, arr in enumerate(arrays):
+        write_image(tmp_path / f"{i}.tif", arr)
+    stack = load_stack(tmp_path)
+    assert stack.bit_depth == (16 if dtype == np.uint16 else 8)
+    top = 65535 if dtype == np.uint16 else 255
+    np.testing.assert_array_equal(np.rint(stack.images[1].transpose(1, 2, 0) * top).astype(dtype), arrays[1])
+
+
+def test_multipage_tiff_is_a_stack(tmp_path):
+    pages = np.stack([_rgb(seed=s)[..., 0] for s in range(4)])  # (4, H, W) gray pages
+    tifffile.imwrite(tmp_path / "stack.tif", pages)
+    stack = load_stack(tmp_path / "stack.tif")
+    assert stack.images.shape == (4, 1, 24, 32)
+    assert len(stack.paths) == 4
+    np.testing.assert_array_equal(np.rint(stack.images[2, 0] * 255).astype(np.uint8), pages[2])
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = 255  # left half white
+    for i in range(2):
+        im = Image.fromarray(arr)
+        exif = im.getexif()
+        exif[0x0112] = 6  # "rotate 90 CW to display"
+        im.save(tmp_path / f"{i}.jpg", exif=exif.tobytes(), quality=100)
+    stack = load_stack(tmp_path)
+    assert stack.images.shape == (2, 3, 40, 20)  # portrait after rotation
+    # the white left half ends up on top after a clockwise rotation
+    assert stack.images[0, :, :15].mean() > 0.9 and stack.images[0, :, 25:].mean() < 0.1
+
+
+def test_gray_rgb_rgba_mix_works_and_alpha_is_reported(tmp_path, caplog):
+    rgb = _rgb(seed=5)
+    gray = rgb[..., 0].copy()
+    write_image(tmp_path / "0.png", gray)
+    write_image(tmp_path / "1.png", rgb)
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)]), "RGBA").save(tmp_path / "2.png")
+    with caplog.at_level(logging.WARNING, logger="stackmff"):
+        stack = load_stack(tmp_path)
+    assert stack.images.shape == (3, 3, 24, 32)
+    for c in range(3):  # gray is repeated in every channel
+        np.testing.assert_array_equal(stack.images[0, c], gray / np.float32(255))
+    np.testing.assert_array_equal(stack.images[2], stack.images[1])  # alpha dropped, colour kept
+    assert "alpha" in caplog.text and "2.png" in caplog.text
+
+
+def test_non_image_files_are_skipped_with_a_warning(tmp_path, caplog):
+    for i in range(2):
+        write_image(tmp_path / f"{i}.png", _rgb(seed=i))
+    (tmp_path / "notes.txt").write_text("focus notes")
+    (tmp_path / "Thumbs.db").write_bytes(b"\0\1")
+    with caplog.at_level(logging.WARNING, logger="stackmff"):
+        stack = load_stack(tmp_path)
+    assert stack.n == 2
+    assert "notes.txt" in caplog.text and "Thumbs.db" in caplog.text
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(StackMFFError, match="no images found"):
+        load_stack(tmp_path)
+
+
+def test_missing_input(tmp_path):
+    with pytest.raises(StackMFFError, match="input not found"):
+        load_stack(tmp_path / "nope")
+
+
+def test_one_image_is_not_a_stack(tmp_path):
+    write_image(tmp_path / "0.png", _rgb())
+    with pytest.raises(StackMFFError, match="at least 2 layers, found 1"):
+        load_stack(tmp_path)
+
+
+def test_mixed_sizes_name_the_files(tmp_path):
+    write_image(tmp_path / "0.png", _rgb(24, 32))
+    write_image(tmp_path / "1.png", _rgb(20, 32))
+    with pytest.raises(StackMFFError, match=r"different sizes .*0\.png is 32x24.*1\.png is 32x20"):
+        load_stack(tmp_path)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".tif"])
+def test_truncated_image(tmp_path, ext):
+    write_image(tmp_path / f"0{ext}", _rgb(64, 64))
+    good = write_image(tmp_path / f"1{ext}", _rgb(64, 64, seed=1))
+    data = good.read_bytes()
+    good.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StackMFFError, match=rf"cannot read .*1\{ext}.*truncated"):
+        load_stack(tmp_path)
+
+
+def test_non_image_named_png(tmp_path):
+    write_image(tmp_path / "0.png", _rgb())
+    (tmp_path / "1.png").write_text("this is not a picture\n")
+    with pytest.raises(StackMFFError, match=r"cannot read .*1\.png"):
+        load_stack(tmp_path)
+
+
+def test_error_messages_are_one_line(tmp_path):
+    (tmp_path / "1.png").write_text("x\ny\n")
+    with pytest.raises(StackMFFError) as info:
+        load_stack(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_load_image_gives_chw_float(tmp_path):
+    path = write_image(tmp_path / "a.png", _rgb())
+    img, bits = load_image(path)
+    assert img.shape == (3, 24, 32) and img.dtype == np.float32 and bits == 8
+
+
+def test_save_image_refuses_overwrite_and_writes_atomically(tmp_path):
+    img = np.full((3, 8, 8), 0.5, np.float32)
+    out = save_image(tmp_path / "new" / "deep" / "a.png", img)
+    assert out.is_file()
+    before = out.read_bytes()
+    with pytest.raises(StackMFFError, match="exists; pass --overwrite"):
+        save_image(out, np.zeros_like(img))
+    assert out.read_bytes() == before
+    save_image(out, np.zeros_like(img), overwrite=True)
+    assert cv2.imread(str(out)).max() == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["a.png"]  # no temp files left behind
+    with pytest.raises(StackMFFError, match="unknown extension"):
+        save_image(tmp_path / "a.xyz", img)
+
+
+def test_save_jpeg_of_16bit_request_is_8bit(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="stackmff"):
+        out = save_image(tmp_path / "a.jpg", np.full((3, 8, 8), 0.5, np.float32), bit_depth=16)
+    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).dtype == np.uint8
+    assert "16-bit" in caplog.text
+
+
+def test_find_stack_scenes(tmp_path):
+    for ds, sub in (("MobileDepth", "dof_stack"), ("Middlebury", "image stack")):
+        for scene in ("s2", "s10"):
+            for i in range(2):
+                write_image(tmp_path / ds / sub / scene / f"{i}.png", _rgb(8, 8))
+    write_image(tmp_path / "MobileDepth" / "AiF" / "s10.png", _rgb(8, 8))
+    scenes = find_stack_scenes(tmp_path)
+    assert [(s.dataset, s.scene) for s in scenes] == [
+        ("Middlebury", "s2"),
+        ("Middlebury", "s10"),
+        ("MobileDepth", "s2"),
+        ("MobileDepth", "s10"),
+    ]
+    gts = {(s.dataset, s.scene): s.ground_truth for s in scenes}
+    assert gts[("MobileDepth", "s10")].name == "s10.png" and gts[("MobileDepth", "s2")] is None
+    assert [s.scene for s in find_stack_scenes(tmp_path, ["Middlebury"])] == ["s2", "s10"]
+    with pytest.raises(StackMFFError, match=r"not found under .*available: Middlebury, MobileDepth"):
+        find_stack_scenes(tmp_path, ["Lytro"])
+    with pytest.raises(StackMFFError, match="no focal stacks found"):
+        find_stack_scenes(tmp_path / "MobileDepth" / "AiF")
+
+
+def test_find_pair_scenes_by_name_and_by_order(tmp_path, caplog):
+    for name in ("p1", "p2"):
+        write_image(tmp_path / "Lytro" / "A" / f"{name}.png", _rgb(8, 8))
+        write_image(tmp_path / "Lytro" / "B" / f"{name}.png", _rgb(8, 8))
+    write_image(tmp_path / "MFFW" / "A" / "x-A.png", _rgb(8, 8))
+    write_image(tmp_path / "MFFW" / "B" / "x-B.png", _rgb(8, 8))
+    with caplog.at_level(logging.WARNING, logger="stackmff"):
+        pairs = find_pair_scenes(tmp_path)
+    assert [(p.dataset, p.scene, p.b.name) for p in pairs] == [
+        ("Lytro", "p1", "p1.png"),
+        ("Lytro", "p2", "p2.png"),
+        ("MFFW", "x-A", "x-B.png"),
+    ]
+    assert "sorted order" in caplog.text
+    write_image(tmp_path / "MFFW" / "A" / "y-A.png", _rgb(8, 8))
+    with pytest.raises(StackMFFError, match="A has 2 images and B has 1"):
+        find_pair_scenes(tmp_path, ["MFFW"])
