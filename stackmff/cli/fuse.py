@@ -14,6 +14,15 @@ from ..fusion import DEFAULT_METHOD, list_methods
 ALIGN_CHOICES = ("auto", "none", "translation", "similarity", "affine", "homography")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` only where there is a default worth showing and the help does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parse_options(pairs: list[str] | None) -> dict:
     opts: dict = {}
     for item in pairs or []:
@@ -47,6 +56,10 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
         default="auto",
         help="register layers before fusing; auto estimates a similarity transform and skips registered stacks",
     )
+    if single:
+        from .align import add_alignment_options
+
+        add_alignment_options(a)
     perf = p.add_argument_group("performance")
     perf.add_argument("--device", help="torch device for learned methods (default: cuda if available, else cpu)")
     perf.add_argument("--memory-budget", type=int, metavar="MB", help="memory budget for learned methods in MB")
@@ -62,7 +75,7 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     p = sub.add_parser("fuse", help="fuse one focal stack into an all-in-focus image", formatter_class=fmt)
     io = p.add_argument_group("input/output")
     io.add_argument("inputs", nargs="+", metavar="INPUT", help="a folder of layers, image files, or a multi-page TIFF")
@@ -95,6 +108,7 @@ def _emit(args: argparse.Namespace, summary) -> None:
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
     from ..fusion.run import fuse_to_file
+    from .align import alignment_options
 
     summary = fuse_to_file(
         args.inputs,
@@ -105,6 +119,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         align=args.align,
         bit_depth=args.bit_depth,
         method_options=_method_options(args),
+        align_options=alignment_options(args),
     )
     _emit(args, summary)
     if not args.json:

@@ -82,6 +82,11 @@ def fuse_to_file(
     output = Path(output)
     if output.exists() and not overwrite:
         raise StackMFFError(f"output {output} exists; pass --overwrite to replace it or choose another name")
+    if index_map is not None and not overwrite:  # refuse before anything is written, not after the fused image
+        imap = Path(index_map).with_suffix(".png")
+        for p in (imap, imap.with_name(imap.stem + "_preview.png")):
+            if p.exists():
+                raise StackMFFError(f"output {p} exists; pass --overwrite to replace it or choose another name")
     get_fusion_method(method)
     t0 = time.perf_counter()
     stack = load_stack(inputs)

@@ -89,11 +89,23 @@ def test_lzw_tiff_written_by_opencv(tmp_path, dtype):
 
 def test_multipage_tiff_is_a_stack(tmp_path):
     pages = np.stack([_rgb(seed=s)[..., 0] for s in range(4)])  # (4, H, W) gray pages
-    tifffile.imwrite(tmp_path / "stack.tif", pages)
+    with tifffile.TiffWriter(tmp_path / "stack.tif") as tw:
+        for page in pages:
+            tw.write(page, photometric="minisblack")
+    with tifffile.TiffFile(tmp_path / "stack.tif") as tf:
+        assert len(tf.pages) == 4
     stack = load_stack(tmp_path / "stack.tif")
     assert stack.images.shape == (4, 1, 24, 32)
     assert len(stack.paths) == 4
     np.testing.assert_array_equal(np.rint(stack.images[2, 0] * 255).astype(np.uint8), pages[2])
+
+
+def test_imagej_style_zstack_in_one_page(tmp_path):
+    pages = np.stack([_rgb(seed=s, dtype=np.uint16)[..., 0] for s in range(3)])  # (Z, H, W)
+    tifffile.imwrite(tmp_path / "z.tif", pages, photometric="minisblack", imagej=True)
+    stack = load_stack(tmp_path / "z.tif")
+    assert stack.images.shape == (3, 1, 24, 32) and stack.bit_depth == 16
+    np.testing.assert_array_equal(np.rint(stack.images[1, 0] * 65535).astype(np.uint16), pages[1])
 
 
 def test_exif_orientation_is_applied(tmp_path):
