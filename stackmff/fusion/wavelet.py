@@ -24,6 +24,8 @@ References:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pywt
 
@@ -74,7 +76,9 @@ def fuse_wavelet(
 
     def transform(k: int) -> list:
         # [cA_n, (cH_n, cV_n, cD_n), ..., (cH_1, cV_1, cD_1)]: coarsest first; axes (0, 1) keep colour channels apart
-        return pywt.wavedec2(to_hwc(stack[k]), wavelet, mode="symmetric", level=levels, axes=(0, 1))
+        with warnings.catch_warnings():  # tiny images: pywt warns that every coefficient touches the border
+            warnings.filterwarnings("ignore", message="Level value of", category=UserWarning)
+            return pywt.wavedec2(to_hwc(stack[k]), wavelet, mode="symmetric", level=levels, axes=(0, 1))
 
     # pass 1: running argmax of the per-scale activity
     best: list[np.ndarray] = []
