@@ -1,0 +1,74 @@
+"""Stage ``evaluate``: score the fused images of one method on one benchmark; write a tidy metrics table.
+
+Calls :func:`metrics.evaluate.evaluate_tree`, which computes reference metrics against ``AiF/`` ground truth where
+the benchmark has it and no-reference / source-based metrics everywhere. The table has one row per
+``method, dataset, scene, metric, value``. A method reported absent by the fuse stage (empty folder) gives an empty
+table with the same columns.
+
+Usage (from ``dvc.yaml``)::
+
+    python -m pipelines.stages.evaluate --params params.yaml --method focus_measure \
+        data/benchmarks/samples data/fused/focus_measure/samples reports/metrics/focus_measure/samples.csv
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines.config import EvaluateParams, load_params
+from pipelines.stages._common import parser, run_main
+from stackmff._checks import StackMFFError
+from stackmff.report.tables import TIDY_COLUMNS, write_csv
+
+__all__ = ["main", "run"]
+
+log = logging.getLogger("stackmff.pipelines.evaluate")
+
+
+def run(params: EvaluateParams, method: str, benchmark: str | Path, fused: str | Path, out: str | Path) -> pd.DataFrame:
+    """Evaluate ``fused`` (``<dataset>/<scene>.png``) against ``benchmark``; write the tidy table to ``out``.
+
+    Returns:
+        The tidy DataFrame (columns ``method, dataset, scene, metric, value``).
+    """
+    fused = Path(fused)
+    has_images = fused.is_dir() and any(p.suffix == ".png" for p in fused.glob("*/*.png"))
+    if not has_images:
+        log.warning("%s has no fused images (method absent): empty table", fused)
+        df = pd.DataFrame(columns=list(TIDY_COLUMNS))
+    else:
+        try:
+            from metrics.evaluate import evaluate_tree
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("metrics.evaluate", "metrics"):
+                raise
+            raise StackMFFError("metrics.evaluate is not in this checkout; the evaluate stage needs it") from None
+        df = evaluate_tree(fused, benchmark_root=Path(benchmark), method=method, metrics=params.metrics or None)
+        df = df.loc[:, list(TIDY_COLUMNS)]
+    write_csv(df, out)
+    log.info("%s on %s: %d values", method, Path(benchmark).name, len(df))
+    return df
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    p = parser("evaluate", "Score the fused images of one method on one benchmark.")
+    p.add_argument("--method", required=True)
+    p.add_argument("benchmark", help="benchmark tree (sources and ground truth)")
+    p.add_argument("fused", help="fused images <dataset>/<scene>.png")
+    p.add_argument("out", help="tidy metrics CSV")
+    a = p.parse_args(argv)
+    run(load_params(a.params, "evaluate"), a.method, a.benchmark, a.fused, a.out)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    return run_main(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""Stage ``report``: tables, plots and the HTML page from all evaluated methods and benchmarks.
+
+Reads every ``<metrics>/<method>/<benchmark>.csv`` (tidy) and ``<runs>/<method>/<benchmark>.json`` and writes, in
+``<out>``:
+
+- ``tables/quality.{md,tex,csv}``: methods × metrics per dataset, mean ± std, best in bold;
+- ``tables/resources.{md,tex,csv}``: runtime per stack and peak memory per method;
+- ``plots/*.png``: metric bars, quality vs runtime, quality vs N;
+- ``index.html``: everything above plus crops of fused images and index maps per scene, self-contained;
+- ``summary.json``: ``{dataset: {method: {metric: mean}}}``, declared as DVC metrics.
+
+Usage (from ``dvc.yaml``)::
+
+    python -m pipelines.stages.report --params params.yaml reports/metrics reports/runs data/fused data/benchmarks reports
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines.config import ReportParams, load_params
+from pipelines.stages._common import parser, run_main, write_json
+from stackmff._checks import StackMFFError
+from stackmff.io import find_stack_scenes
+from stackmff.report import (
+    SceneView,
+    build_html,
+    metric_tables,
+    plot_metric_bars,
+    plot_quality_vs_n,
+    plot_quality_vs_runtime,
+    read_runs,
+    read_tidy,
+    resource_table,
+    summarize,
+    to_latex,
+    to_markdown,
+    write_csv,
+    write_text,
+)
+
+__all__ = ["main", "run"]
+
+log = logging.getLogger("stackmff.pipelines.report")
+
+
+def _primary(params: ReportParams, dataset: str, available: Sequence[str]) -> str | None:
+    for key in (dataset, "default"):
+        m = params.primary.get(key)
+        if m in available:
+            return m
+    return available[0] if available else None
+
+
+def _scene_views(
+    runs: pd.DataFrame, fused: Path, benchmarks: Path, params: ReportParams
+) -> list[SceneView]:
+    """Pick up to ``params.max_scenes`` scenes, round-robin over datasets, with every method's image."""
+    ok = runs[(runs["scene_status"] == "ok") & runs["scene"].notna()] if "scene_status" in runs else runs.iloc[0:0]
+    keys = ok.drop_duplicates(["benchmark", "dataset", "scene"])[["benchmark", "dataset", "scene", "layers"]]
+    by_ds: dict[tuple[str, str], list] = {}
+    for row in keys.itertuples(index=False):
+        by_ds.setdefault((row.benchmark, row.dataset), []).append(row)
+    picked = []
+    while len(picked) < params.max_scenes and any(by_ds.values()):
+        for k in sorted(by_ds):
+            if by_ds[k] and len(picked) < params.max_scenes:
+                picked.append(by_ds[k].pop(0))
+    gts: dict[str, dict[tuple[str, str], Path | None]] = {}
+    views = []
+    for row in picked:
+        if row.benchmark not in gts:
+            try:
+                gts[row.benchmark] = {(s.dataset, s.scene): s.ground_truth for s in find_stack_scenes(benchmarks / row.benchmark)}
+            except StackMFFError:
+                gts[row.benchmark] = {}
+        methods = ok[(ok["benchmark"] == row.benchmark) & (ok["dataset"] == row.dataset) & (ok["scene"] == row.scene)]
+        images, maps = {}, {}
+        for m in sorted(methods["method"].unique()):
+            base = fused / m / row.benchmark / row.dataset
+            img = base / f"{row.scene}.png"
+            if img.is_file():
+                images[m] = img
+            imap = base / "index_maps" / f"{row.scene}_preview.png"
+            if imap.is_file():
+                maps[m] = imap
+        layers = int(row.layers) if row.layers == row.layers else None
+        views.append(SceneView(row.dataset, str(row.scene), images, maps, gts[row.benchmark].get((row.dataset, row.scene)), layers))
+    return views
+
+
+def run(
+    params: ReportParams,
+    metrics_dir: str | Path,
+    runs_dir: str | Path,
+    fused_dir: str | Path,
+    benchmarks_dir: str | Path,
+    out: str | Path,
+) -> dict:
+    """Build every report output under ``out``; returns the summary written to ``summary.json``."""
+    metrics_dir, runs_dir, fused_dir, out = Path(metrics_dir), Path(runs_dir), Path(fused_dir), Path(out)
+    csvs = sorted(metrics_dir.glob("*/*.csv"))
+    jsons = sorted(runs_dir.glob("*/*.json"))
+    if not jsons:
+        raise StackMFFError(f"no runs JSON under {runs_dir}; run the fuse stages first (dvc repro)")
+    tidy = read_tidy(csvs)
+    runs = read_runs(jsons)
+    summary = summarize(tidy)
+    lower = set(params.lower_is_better)
+    tables = metric_tables(summary, metrics=params.metrics or None, lower_is_better=lower)
+    resources = resource_table(runs)
+
+    tdir = out / "tables"
+    write_text(tdir / "quality.md", f"# {params.title}\n\n" + "\n".join(to_markdown(t) for t in tables))
+    write_text(tdir / "quality.tex", "\n".join(to_latex(t) for t in tables))
+    write_csv(summary, tdir / "quality.csv")
+    write_text(tdir / "resources.md", to_markdown(resources))
+    write_text(tdir / "resources.tex", to_latex(resources))
+    write_csv(resources.cells.rename_axis("method").reset_index(), tdir / "resources.csv")
+
+    pdir = out / "plots"
+    plots: dict[str, Path] = {}
+    shown = params.metrics or sorted(summary["metric"].unique())
+    for metric in shown:
+        p = plot_metric_bars(summary, metric, pdir / f"bars_{metric}.png")
+        if p:
+            plots[f"{metric} per dataset"] = p
+    for dataset in sorted(summary["dataset"].unique()):
+        available = [m for m in shown if m in set(summary[summary["dataset"] == dataset]["metric"])]
+        metric = _primary(params, dataset, available)
+        if metric is None:
+            continue
+        p = plot_quality_vs_runtime(summary, runs, metric, pdir / f"runtime_{dataset}.png", dataset=dataset)
+        if p:
+            plots[f"{dataset}: {metric} vs runtime"] = p
+        p = plot_quality_vs_n(tidy, runs, metric, pdir / f"layers_{dataset}.png", dataset=dataset)
+        if p:
+            plots[f"{dataset}: {metric} vs N"] = p
+
+    heads = runs.drop_duplicates(["method", "benchmark"])
+    absent = {
+        r.method: f"{r.status} on {r.benchmark}" + (f" ({r.version})" if r.version and r.version != "absent" else "")
+        for r in heads.itertuples(index=False)
+        if r.status == "absent"
+    }
+    build_html(
+        out / "index.html",
+        title=params.title,
+        tables=tables,
+        resources=resources,
+        plots=plots,
+        scenes=_scene_views(runs, fused_dir, Path(benchmarks_dir), params),
+        absent=absent,
+        crop=params.crop,
+    )
+    result: dict = {}
+    for r in summary.itertuples(index=False):
+        result.setdefault(r.dataset, {}).setdefault(r.method, {})[r.metric] = round(float(r.mean), 6)
+    write_json(out / "summary.json", result)
+    log.info("report: %d tables, %d plots, %d absent methods", len(tables), len(plots), len(absent))
+    return result
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    p = parser("report", "Build tables, plots and the HTML report.")
+    p.add_argument("metrics", help="folder of <method>/<benchmark>.csv tidy tables")
+    p.add_argument("runs", help="folder of <method>/<benchmark>.json runs files")
+    p.add_argument("fused", help="folder of <method>/<benchmark>/<dataset>/<scene>.png")
+    p.add_argument("benchmarks", help="folder of benchmark trees (ground truth for the crops)")
+    p.add_argument("out", help="report folder (index.html, tables/, plots/, summary.json)")
+    a = p.parse_args(argv)
+    run(load_params(a.params, "report"), a.metrics, a.runs, a.fused, a.benchmarks, a.out)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    return run_main(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
