@@ -74,7 +74,7 @@ def measure(sizes: list[int], n: int, modes: list[str], min_time: float = 3.0, m
     return rows
 
 
-def sheet(path: Path, size: int = 160) -> None:
+def sheet(path: Path, size: int = 128) -> None:
     """A few synthesised stacks: physical, physical with invalid layers, upstream; and one real RGB-D sample."""
     stacks, titles = [], []
     for seed, (mode, inv) in enumerate([("physical", 0), ("physical", 3), ("upstream", 0), ("physical", 2)]):

@@ -22,13 +22,20 @@ def _label(tile: np.ndarray, text: str) -> np.ndarray:
     return img
 
 
+def _fit(w: int, h: int, img: np.ndarray) -> np.ndarray:
+    big = img.shape[0] > h
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if big else cv2.INTER_NEAREST)
+
+
 def _index_colours(n: int) -> np.ndarray:
     hues = (np.arange(n) * 180 // max(n, 1)).astype(np.uint8)
     hsv = np.stack([hues, np.full(n, 200, np.uint8), np.full(n, 255, np.uint8)], 1)[None]
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]
 
 
-def contact_sheet(stacks: Sequence[SynthStack], *, max_layers: int = 8, tile: int = 128, titles: Sequence[str] = ()) -> np.ndarray:
+def contact_sheet(
+    stacks: Sequence[SynthStack], *, max_layers: int = 8, tile: int = 128, titles: Sequence[str] = ()
+) -> np.ndarray:
     """Render stacks as rows of ``max_layers`` layer tiles + GT index map (one colour per layer) + AiF.
 
     Tiles carry the layer position and its kind (``valid``, ``noisy``, ...); the GT map's colours match the small
@@ -49,13 +56,10 @@ def contact_sheet(stacks: Sequence[SynthStack], *, max_layers: int = 8, tile: in
         tw = max(1, round(tile * w / h))
         colours = _index_colours(st.n)
 
-        def fit(img: np.ndarray) -> np.ndarray:
-            return cv2.resize(img, (tw, tile), interpolation=cv2.INTER_AREA if h > tile else cv2.INTER_NEAREST)
-
         cells = []
         for k in range(max_layers):
             if k < st.n:
-                t = fit((np.clip(st.layers[k].transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8))
+                t = _fit(tw, tile, (np.clip(st.layers[k].transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8))
                 t = _label(t, f"{k} {st.kinds[k]}")
                 t[-10:, -10:] = colours[k]
             else:
@@ -63,7 +67,7 @@ def contact_sheet(stacks: Sequence[SynthStack], *, max_layers: int = 8, tile: in
             cells.append(t)
         gt = cv2.resize(colours[st.index], (tw, tile), interpolation=cv2.INTER_NEAREST)
         cells.append(_label(gt, "GT index"))
-        aif = fit((np.clip(st.aif.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8))
+        aif = _fit(tw, tile, (np.clip(st.aif.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8))
         cells.append(_label(aif, titles[r] if r < len(titles) else "AiF"))
         row = np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0))) for c in cells], axis=1)
         rows.append(row)
