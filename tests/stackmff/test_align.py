@@ -1,0 +1,337 @@
+"""Tests of stackmff.align: recovered transforms on synthetic breathing/shaken stacks, fusion after alignment,
+the registered-stack shortcut, transforms files, failure detection, bad input, the CLI, and real stacks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+
+import cv2
+import numpy as np
+import pytest
+from _helpers import psnr, synthetic_stack, write_image
+
+from stackmff._checks import StackMFFError
+from stackmff.align import align_stack, load_transforms, save_transforms
+from stackmff.cli import main
+from stackmff.fusion import get_fusion_method
+
+MARGIN = 24
+
+
+def similarity(scale: float, rot_deg: float, tx: float, ty: float, centre: tuple[float, float]) -> np.ndarray:
+    """3x3 similarity about ``centre``: scale and rotate, then shift by (tx, ty)."""
+    a = math.radians(rot_deg)
+    cx, cy = centre
+    r = np.array([[scale * math.cos(a), -scale * math.sin(a), 0], [scale * math.sin(a), scale * math.cos(a), 0], [0, 0, 1]])
+    return np.array([[1, 0, cx + tx], [0, 1, cy + ty], [0, 0, 1.0]]) @ r @ np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1.0]])
+
+
+def breathing_stack(n=5, *, height=144, width=192, scale_step=0.012, rot_step=0.4, shift=3.0, seed=0):
+    """A focal stack whose layer k is warped by a known similarity M_k (reference = middle layer: identity).
+
+    Layers are synthesised on a canvas larger than the frame, warped, then cropped, so warped layers have real
+    content at their borders (as a camera would see).
+
+    Returns:
+        ``(warped (N, C, H, W), clean (N, C, H, W), matrices (N, 3, 3), aif (C, H, W))``; ``matrices[k]`` maps
+        reference pixel coordinates to layer-k pixel coordinates: ``warped[k](M_k x) = clean[k](x)``.
+    """
+    big, aif, _ = synthetic_stack(n, height=height + 2 * MARGIN, width=width + 2 * MARGIN, seed=seed)
+    rng = np.random.default_rng(seed + 7)
+    ref = n // 2
+    to_canvas = np.array([[1, 0, MARGIN], [0, 1, MARGIN], [0, 0, 1.0]])
+    crop = np.s_[:, MARGIN : MARGIN + height, MARGIN : MARGIN + width]
+    warped, clean, mats = [], [], []
+    for k in range(n):
+        if k == ref:
+            m = np.eye(3)
+        else:
+            tx, ty = rng.uniform(-shift, shift, 2)
+            m = similarity(1 + scale_step * (k - ref), rot_step * (k - ref), tx, ty, ((width - 1) / 2, (height - 1) / 2))
+        mc = to_canvas @ m @ np.linalg.inv(to_canvas)
+        layer = big[k].transpose(1, 2, 0)
+        w = cv2.warpAffine(layer, mc[:2], layer.shape[1::-1], flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT)
+        warped.append(np.clip(w, 0, 1).transpose(2, 0, 1)[crop])
+        clean.append(big[k][crop])
+        mats.append(m)
+    return np.stack(warped).astype(np.float32), np.stack(clean), np.stack(mats), aif[crop]
+
+
+def corner_errors(found: np.ndarray, true: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Per layer, the largest corner displacement (px) between two sets of (N, 3, 3) matrices."""
+    h, w = size
+    c = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1.0]]).T
+    a, b = found @ c, true @ c
+    return np.abs(a[:, :2] / a[:, 2:] - b[:, :2] / b[:, 2:]).max(axis=(1, 2))
+
+
+# -- recovered transforms ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "kw"),
+    [
+        ("similarity", {}),
+        ("similarity", {"scale_step": 0.02, "rot_step": 1.0, "shift": 5.0, "seed": 3}),
+        ("affine", {"seed": 4}),
+        ("homography", {"seed": 5}),
+    ],
+)
+def test_recovers_known_similarities(mode, kw):
+    warped, _, mats, _ = breathing_stack(**kw)
+    res = align_stack(warped, mode=mode)
+    assert res.mode == mode and not res.skipped and res.failed == []
+    assert res.reference == 2 and np.allclose(res.matrices[2], np.eye(3))
+    err = corner_errors(res.matrices, mats, warped.shape[2:])
+    tol = 0.5 if mode == "similarity" else 1.0  # more parameters, less precise corners on a small image
+    assert err.max() < tol, f"corner errors {err.round(3)} px"
+    summary = res.summary()
+    json.dumps(summary)  # JSON-able
+    if mode != "homography":  # a homography's 2x2 block is not its scale
+        scales = [layer["scale"] for layer in summary["layers"]]
+        true_scales = [math.sqrt(np.linalg.det(m[:2, :2])) for m in mats]
+        np.testing.assert_allclose(scales, true_scales, atol=2e-3)
+
+
+def test_translation_mode_recovers_shifts_and_ignores_scale():
+    warped, _, mats, _ = breathing_stack(scale_step=0.0, rot_step=0.0, shift=6.0, seed=1)
+    res = align_stack(warped, mode="translation")
+    np.testing.assert_allclose(res.matrices[:, :2, :2], np.tile(np.eye(2), (5, 1, 1)))
+    assert corner_errors(res.matrices, mats, warped.shape[2:]).max() < 0.3
+
+
+def test_reference_option_and_chaining_over_many_layers():
+    warped, _, mats, _ = breathing_stack(8, scale_step=0.008, seed=2)
+    res = align_stack(warped, mode="similarity", reference=4)
+    assert corner_errors(res.matrices, mats, warped.shape[2:]).max() < 0.6
+    res0 = align_stack(warped, mode="similarity", reference=0)
+    # against layer 0: M'_k = M_k M_0^-1
+    rel = mats @ np.linalg.inv(mats[0])
+    assert corner_errors(res0.matrices, rel, warped.shape[2:]).max() < 0.8
+
+
+# -- fusion after alignment -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["focus_measure", "laplacian_pyramid"])
+def test_fusion_after_alignment_within_2db_of_unperturbed(method):
+    warped, clean, _, aif = breathing_stack(seed=6)
+    fm = get_fusion_method(method)
+    res = align_stack(warped, mode="similarity")
+    x0, y0, w, h = res.crop
+    assert w >= 160 and h >= 115  # crop keeps most of the 192x144 frame at 1-2 % breathing
+    region = np.s_[:, y0 + 4 : y0 + h - 4, x0 + 4 : x0 + w - 4]  # the frame border of the crop is cubic-filled
+    inner = np.s_[:, 4:-4, 4:-4]
+    p_clean = psnr(fm(clean).image[region], aif[region])
+    p_aligned = psnr(fm(res.images).image[inner], aif[region])
+    p_raw = psnr(fm(warped).image[region], aif[region])
+    assert p_aligned >= p_clean - 2.0, (p_aligned, p_clean)
+    assert p_aligned > p_raw + 3.0, (p_aligned, p_raw)  # without alignment the ghosts cost much more
+
+
+def test_fill_frame_keeps_reference_frame():
+    warped, _, _, _ = breathing_stack(seed=6)
+    res = align_stack(warped, mode="similarity", frame="fill")
+    assert res.images.shape == warped.shape and res.crop == (0, 0, 192, 144)
+    # the reference layer is unchanged (gain 1, identity warp)
+    np.testing.assert_array_equal(res.images[2], warped[2])
+    crop = align_stack(warped, mode="similarity", frame="crop")
+    assert crop.images.shape[2] < 144 and crop.images.shape[3] < 192
+
+
+# -- registered stacks, brightness ------------------------------------------------------------------------------
+
+
+def test_registered_stack_returned_unchanged_and_quickly():
+    stack, _, _ = synthetic_stack(6, height=240, width=320, seed=8)
+    align_stack(stack[:2], mode="auto")  # warm-up (OpenCV initialisation)
+    t0 = time.perf_counter()
+    res = align_stack(stack, mode="auto")
+    seconds = time.perf_counter() - t0
+    assert res.skipped and res.images is stack
+    assert res.summary()["skipped"] is True
+    full = align_stack(stack, mode="similarity")
+    assert not full.skipped
+    assert seconds < 1.0
+    assert corner_errors(full.matrices, np.tile(np.eye(3), (6, 1, 1)), (240, 320)).max() < 0.3
+
+
+def test_auto_aligns_breathing_stack():
+    warped, _, mats, _ = breathing_stack(seed=9)
+    res = align_stack(warped, mode="auto")
+    assert not res.skipped and res.mode == "similarity"
+    assert corner_errors(res.matrices, mats, warped.shape[2:]).max() < 0.5
+
+
+def test_mode_none_is_identity():
+    warped, _, _, _ = breathing_stack(seed=1)
+    res = align_stack(warped, mode="none")
+    assert res.skipped and res.images is warped
+
+
+def test_brightness_matched_to_reference():
+    stack, _, _ = synthetic_stack(3, height=96, width=128, seed=10)
+    stack = stack * np.float32(0.8)  # keep away from clipping
+    stack[0] = stack[0] * np.float32(1.15)
+    stack[2] = stack[2] * np.float32([0.9, 0.85, 0.95])[:, None, None]  # white balance drift too
+    res = align_stack(stack, mode="translation")
+    np.testing.assert_allclose(res.gains[0], 1 / 1.15, rtol=0.01)
+    np.testing.assert_allclose(res.gains[2], 1 / np.array([0.9, 0.85, 0.95]), rtol=0.01)
+    np.testing.assert_array_equal(res.offsets, np.zeros((3, 3)))
+    for k in (0, 2):
+        np.testing.assert_allclose(res.images[k].mean((1, 2)), res.images[1].mean((1, 2)), atol=0.005)
+    off = align_stack(stack, mode="translation", match_brightness=False)
+    np.testing.assert_array_equal(off.gains, np.ones((3, 3)))
+
+
+def test_brightness_not_fooled_by_defocus():
+    # same exposure everywhere, very different blur: gains must stay at 1 (a regression slope would not)
+    warped, _, _, _ = breathing_stack(seed=6)
+    res = align_stack(warped, mode="similarity")
+    np.testing.assert_allclose(res.gains, 1.0, atol=0.01)
+
+
+# -- failures ---------------------------------------------------------------------------------------------------
+
+
+def test_failed_layer_warned_and_dropped(caplog):
+    warped, _, _, _ = breathing_stack(seed=11)
+    rng = np.random.default_rng(0)
+    warped[4] = rng.random(warped[4].shape, dtype=np.float32)  # a layer that fits nothing
+    with caplog.at_level(logging.WARNING, logger="stackmff"):
+        res = align_stack(warped, mode="similarity")
+    assert res.failed == [4]
+    assert any("layer 4" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)
+    assert res.images.shape[0] == 5 and np.allclose(res.matrices[4], res.matrices[3])
+    dropped = align_stack(warped, mode="similarity", drop_failed=True)
+    assert dropped.images.shape[0] == 4 and dropped.kept == [0, 1, 2, 3] and dropped.dropped == [4]
+    assert dropped.summary()["dropped"] == [4]
+
+
+# -- transforms files -------------------------------------------------------------------------------------------
+
+
+def test_transforms_file_round_trip(tmp_path):
+    warped, _, _, _ = breathing_stack(seed=12)
+    path = tmp_path / "t.json"
+    res = align_stack(warped, mode="similarity", save_transforms=path)
+    data = load_transforms(path)
+    assert data["n_layers"] == 5 and data["mode"] == "similarity" and data["reference"] == 2
+    again = align_stack(warped, transforms=path)
+    np.testing.assert_allclose(again.matrices, res.matrices, atol=1e-12)
+    np.testing.assert_allclose(again.images, res.images, atol=1e-6)
+    # the same sequence at half resolution: matrices are rescaled
+    half = np.stack([cv2.resize(x.transpose(1, 2, 0), (96, 72), interpolation=cv2.INTER_AREA).transpose(2, 0, 1) for x in warped])
+    small = align_stack(half, transforms=str(path))
+    scales = [layer["scale"] for layer in small.summary()["layers"]]
+    np.testing.assert_allclose(scales, [layer["scale"] for layer in res.summary()["layers"]], atol=1e-9)
+    assert abs(small.summary()["max_shift_px"] - res.summary()["max_shift_px"] / 2) < 0.6
+    # save_transforms also works on a result object
+    save_transforms(tmp_path / "u.json", res)
+    assert json.loads((tmp_path / "u.json").read_text())["layers"][0]["matrix"] == data["layers"][0]["matrix"]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"format": "other"}', "malformed"),
+        ("[]", "malformed"),
+    ],
+)
+def test_corrupt_transforms_file(tmp_path, content, match):
+    path = tmp_path / "t.json"
+    path.write_text(content)
+    stack, _, _ = synthetic_stack(3, seed=1)
+    with pytest.raises(StackMFFError, match=match) as info:
+        align_stack(stack, transforms=path)
+    assert "\n" not in str(info.value) and "--save-transforms" in str(info.value)
+
+
+def test_transforms_for_other_layer_count_or_bad_matrix(tmp_path):
+    warped, _, _, _ = breathing_stack(seed=12)
+    path = tmp_path / "t.json"
+    align_stack(warped, mode="translation", save_transforms=path)
+    with pytest.raises(StackMFFError, match="for 5 layers but the stack has 4"):
+        align_stack(warped[:4], transforms=path)
+    data = json.loads(path.read_text())
+    data["layers"][1]["matrix"] = [[1, 0], [0, 1]]
+    with pytest.raises(StackMFFError, match="layer 1 matrix"):
+        align_stack(warped, transforms=data)
+    with pytest.raises(StackMFFError, match="does not exist"):
+        align_stack(warped, transforms=tmp_path / "missing.json")
+
+
+def test_bad_options():
+    stack, _, _ = synthetic_stack(3, seed=1)
+    with pytest.raises(StackMFFError, match="align mode must be one of"):
+        align_stack(stack, mode="rigid")
+    with pytest.raises(StackMFFError, match="align frame"):
+        align_stack(stack, mode="similarity", frame="pad")
+    with pytest.raises(StackMFFError, match="reference must be a layer index"):
+        align_stack(stack, mode="similarity", reference=3)
+    with pytest.raises(StackMFFError, match="at least 2 layers"):
+        align_stack(stack[:1], mode="similarity")
+
+
+# -- CLI --------------------------------------------------------------------------------------------------------
+
+
+def _write_stack(folder, stack):
+    for k, layer in enumerate(stack):
+        write_image(folder / f"{k:02d}.png", (layer.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8))
+    return folder
+
+
+def test_cli_align_and_fuse_with_transforms(tmp_path, capsys):
+    warped, _, _, _ = breathing_stack(seed=13)
+    src = _write_stack(tmp_path / "in", warped)
+    out = tmp_path / "aligned"
+    assert main(["align", str(src), "-o", str(out), "--mode", "similarity"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["00.png", "01.png", "02.png", "03.png", "04.png", "transforms.json"]
+    assert load_transforms(out / "transforms.json")["mode"] == "similarity"
+    # refuses to overwrite
+    assert main(["align", str(src), "-o", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    # fuse reusing the transforms; and saving them from a fuse run
+    fused = tmp_path / "f.png"
+    assert main(["fuse", str(src), "-o", str(fused), "--transforms", str(out / "transforms.json"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["align"]["mode"] == "similarity" and summary["align"]["skipped"] is False
+    saved = tmp_path / "s.json"
+    args = ["fuse", str(src), "-o", str(tmp_path / "g.png"), "--align", "similarity", "--save-transforms", str(saved)]
+    assert main([*args, "--align-frame", "fill"]) == 0
+    assert load_transforms(saved)["n_layers"] == 5
+    assert cv2.imread(str(tmp_path / "g.png")).shape[:2] == (144, 192)
+
+
+def test_cli_bad_transforms_file_is_one_line_error(tmp_path, capsys):
+    stack, _, _ = synthetic_stack(3, seed=1)
+    src = _write_stack(tmp_path / "in", stack)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    assert main(["fuse", str(src), "-o", str(tmp_path / "f.png"), "--transforms", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stackmff: error: transforms file") and "\n" not in err
+
+
+# -- real stacks ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.shared
+def test_real_phone_stack_breathing(shared_data):
+    """Mobile Depth 'keyboard' (phone focal sweep): smooth monotonic breathing of several per cent, all links fit."""
+    from stackmff.io import load_stack
+
+    files = sorted((shared_data / "mobile_depth_suwajanakorn" / "keyboard").glob("*.jpg"))[::4]
+    stack = load_stack(files).images
+    res = align_stack(stack, mode="auto")
+    assert not res.skipped and res.failed == []
+    scales = np.array([layer["scale"] for layer in res.summary()["layers"]])
+    assert np.all(np.diff(scales) > 0)  # magnification grows along the sweep
+    assert scales[-1] / scales[0] > 1.03
+    assert min(res.scores) > 0.95
