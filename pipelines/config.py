@@ -83,6 +83,7 @@ class SplitParams:
     layers: list[int] = field(default_factory=lambda: [4, 8])  # N values, cycled over the stacks
     mode: str = "physical"  # "physical" (thin lens, occlusion, noise) or "upstream" (StackMFF make_dataset.py)
     ordered: bool = True  # keep layers in focus order (False shuffles them, as upstream V3 data)
+    datasets: dict[str, int] = field(default_factory=lambda: {"procedural": 0})  # name -> invalid layers per stack
     seed: int = 0  # added to base.seed, so benchmark and training scenes never coincide
 
 
@@ -96,9 +97,13 @@ class SynthesizeParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    """``train:``: fine-tuning / training StackMFF V3 (passed on to ``stackmff.models.train``)."""
+    """``train:``: one entry per trained variant (``stackmff_v3``, ``stackmff_v3_star``).
 
-    config: dict[str, Any] = field(default_factory=dict)  # keys of the training config; see stackmff.models.train
+    Each entry holds keys of :class:`stackmff.models.train.TrainConfig` (checked strictly by the train stage); the
+    paths ``out_dir``, ``init_from`` and ``data`` come from ``dvc.yaml``, not from here.
+    """
+
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ class EvaluateParams:
     """``evaluate:``: metrics computed for every fused image."""
 
     metrics: list[str] = field(default_factory=list)  # empty: every metric applicable to the benchmark
+    on_size_mismatch: str = "register"  # fused size differs from the sources (aligned + cropped): register/skip/error
 
 
 @dataclass(frozen=True)
@@ -214,6 +220,14 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
         return _convert(tp, value, key, source)
     if tp is Any:
         return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise StackMFFError(f"{source}: {key} must be a list, got {value!r}")
+        args = typing.get_args(tp)
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise StackMFFError(f"{source}: {key} must have {len(items)} values, got {value!r}")
+        return tuple(_convert(t, v, f"{key}[{i}]", source) for i, (t, v) in enumerate(zip(items, value)))
     if origin is list:
         if not isinstance(value, list):
             raise StackMFFError(f"{source}: {key} must be a list, got {value!r}")
