@@ -1,0 +1,130 @@
+"""Stage run() functions on tiny fixtures in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.config import (
+    BaseParams,
+    EvaluateParams,
+    FuseParams,
+    PrepareParams,
+    ReportParams,
+    SplitParams,
+    SynthesizeParams,
+)
+from pipelines.stages import evaluate, fuse, prepare, report, synthesize
+from stackmff._checks import StackMFFError
+from stackmff.io import load_image, save_image
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    sp = SynthesizeParams(benchmark=SplitParams(scenes=2, size=48, layers=[3, 5], datasets={"proc": 0, "proc_bad": 1}))
+    synthesize.run(sp, BaseParams(seed=3), "benchmark", root / "depth", root / "synthetic")
+    return root / "synthetic"
+
+
+def test_synthesize_writes_benchmark_tree_with_ground_truth(bench):
+    info = json.loads((bench / "synthesis.json").read_text())
+    assert info["datasets"]["proc"]["layers"] == [3, 5]
+    assert info["datasets"]["proc_bad"]["layers"] == [4, 6]  # one invalid layer added per stack
+    gt = np.load(bench / "proc" / "focus_index_gt" / "0001.npy")
+    assert gt.shape == (48, 48) and gt.min() >= 0 and gt.max() < 5
+    assert len(list((bench / "proc" / "dof_stack" / "0001").glob("*.png"))) == 5
+    aif, _ = load_image(bench / "proc" / "AiF" / "0000.png")
+    assert aif.shape == (3, 48, 48)
+
+
+def test_synthesize_train_uses_upstream_layout(tmp_path):
+    sp = SynthesizeParams(train=SplitParams(scenes=1, size=32, layers=[2]))
+    synthesize.run(sp, BaseParams(), "train", tmp_path / "depth", tmp_path / "train")
+    assert (tmp_path / "train" / "procedural" / "TR" / "focus_stack" / "0000" / "01.png").is_file()
+    assert (tmp_path / "train" / "procedural" / "TR" / "focus_index_gt" / "0000.npy").is_file()
+
+
+def test_synthesize_rejects_bad_layers(tmp_path):
+    with pytest.raises(StackMFFError, match="layers"):
+        synthesize.run(SynthesizeParams(benchmark=SplitParams(layers=[1])), BaseParams(), "benchmark", tmp_path, tmp_path / "o")
+
+
+def test_fuse_registered_method_records_runtime_and_gathers_sources(bench, tmp_path):
+    runs = tmp_path / "runs.json"
+    s = fuse.run(FuseParams(), "focus_measure", bench, tmp_path / "out", runs)
+    assert s["status"] == "ok" and len(s["scenes"]) == 4
+    rec = s["scenes"][0]
+    assert rec["seconds"] > 0 and rec["peak_mb"] >= 0 and rec["layers"] == 3
+    fused, _ = load_image(tmp_path / "out" / "proc" / "0000.png")
+    imap, _ = load_image(tmp_path / "out" / "proc" / "index_maps" / "0000.png")
+    assert fused.shape == (3, 48, 48) and (tmp_path / "out" / "proc" / "index_maps" / "0000_preview.png").is_file()
+    # an index-map method copies source pixels: every fused pixel equals the pixel of its chosen layer
+    idx = np.rint(imap[0] * 65535).astype(int)
+    layers = np.stack([load_image(p)[0] for p in sorted((bench / "proc" / "dof_stack" / "0000").glob("*.png"))])
+    picked = np.take_along_axis(layers, idx[None, None].repeat(3, 1), 0)[0]
+    assert np.abs(picked - fused).max() <= 1 / 255 + 1e-6
+    assert json.loads(runs.read_text())["method"] == "focus_measure"
+
+
+def test_fuse_absent_tool_and_imported(bench, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    s = fuse.run(FuseParams(), "focus_stack", bench, tmp_path / "fs", tmp_path / "fs.json")
+    assert s["status"] == "absent" and s["scenes"] == [] and "focus-stack" in s["missing"]
+    # imported results: only one scene present -> partial, and the image is re-encoded unchanged
+    img = np.random.default_rng(0).random((3, 48, 48), dtype=np.float32)
+    save_image(tmp_path / "imp" / "zerene" / "proc" / "0001.png", img)
+    s = fuse.run(FuseParams(), "zerene", bench, tmp_path / "zo", tmp_path / "z.json", imported=tmp_path / "imp")
+    assert s["status"] == "partial" and s["kind"] == "imported"
+    assert [r["status"] for r in s["scenes"]].count("ok") == 1
+    back, _ = load_image(tmp_path / "zo" / "proc" / "0001.png")
+    assert np.abs(back - load_image(tmp_path / "imp" / "zerene" / "proc" / "0001.png")[0]).max() == 0
+
+
+def test_fuse_unknown_method_is_a_user_error(bench, tmp_path):
+    with pytest.raises(StackMFFError, match="unknown method"):
+        fuse.run(FuseParams(), "no_such_method", bench, tmp_path / "o", tmp_path / "r.json")
+
+
+@pytest.mark.skipif(shutil.which("enfuse") is None, reason="enfuse not installed")
+def test_fuse_enfuse_for_real(bench, tmp_path):
+    s = fuse.run(FuseParams(), "enfuse", bench, tmp_path / "o", tmp_path / "r.json")
+    assert s["status"] == "ok" and s["version"].startswith("enfuse")
+    assert all(r["peak_mb"] > 0 for r in s["scenes"])
+    assert load_image(tmp_path / "o" / "proc_bad" / "0000.png")[0].shape == (3, 48, 48)
+
+
+def test_prepare_copies_and_downscales(tmp_path):
+    src = tmp_path / "samples" / "s1"
+    for i in range(3):
+        save_image(src / f"{i}.png", np.full((3, 40, 80), i / 3, np.float32))
+    prepare.run(PrepareParams(dataset="samples"), tmp_path / "samples", tmp_path / "out")
+    files = sorted((tmp_path / "out" / "samples" / "dof_stack" / "s1").iterdir())
+    assert [f.read_bytes() for f in files] == [(src / f"{i}.png").read_bytes() for i in range(3)]
+    prepare.run(PrepareParams(dataset="d", max_side=20), tmp_path / "samples", tmp_path / "small")
+    assert load_image(tmp_path / "small" / "d" / "dof_stack" / "s1" / "00.png")[0].shape == (3, 10, 20)
+    with pytest.raises(StackMFFError, match="no stack folders"):
+        prepare.run(PrepareParams(), tmp_path / "out", tmp_path / "x")
+
+
+def test_evaluate_then_report(bench, tmp_path):
+    fp = FuseParams()
+    for m in ("focus_measure", "laplacian_pyramid"):
+        fuse.run(fp, m, bench, tmp_path / "fused" / m / "synthetic", tmp_path / "runs" / m / "synthetic.json")
+        evaluate.run(EvaluateParams(metrics=["psnr", "ssim", "qabf"]), m, bench, tmp_path / "fused" / m / "synthetic",
+                     tmp_path / "metrics" / m / "synthetic.csv")
+    df = pd.read_csv(tmp_path / "metrics" / "focus_measure" / "synthetic.csv", dtype={"scene": str})
+    assert set(df["metric"]) == {"psnr", "ssim", "qabf"} and len(df) == 12
+    rp = ReportParams(metrics=["psnr", "ssim", "qabf"], primary={"default": "psnr"}, max_scenes=2)
+    summary = report.run(rp, tmp_path / "metrics", tmp_path / "runs", tmp_path / "fused", bench.parent, tmp_path / "rep")
+    mean_psnr = df[(df.metric == "psnr") & (df.dataset == "proc")]["value"].mean()
+    assert summary["proc"]["focus_measure"]["psnr"] == pytest.approx(mean_psnr, rel=1e-5)
+    for f in ("index.html", "tables/quality.md", "tables/quality.tex", "tables/quality.csv", "tables/resources.md",
+              "plots/bars_psnr.png", "plots/layers_proc.png", "summary.json"):
+        assert (tmp_path / "rep" / f).is_file(), f
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "src=\"http" not in html and html.count("data:image/png;base64,") > 6
