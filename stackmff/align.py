@@ -9,10 +9,11 @@ How (one class of decision per step, as in focus-stack's ``task_align``):
 
 - Transforms are estimated between NEIGHBOURS and chained to the reference, because adjacent layers are the most
   alike in focus. The pair estimate is OpenCV's ECC (``cv2.findTransformECC``) run coarse-to-fine on a Gaussian
-  pyramid of the gradient magnitude of smoothed luma: ECC maximises a zero-mean normalised correlation, so it is
-  blind to gain/offset, and the gradient magnitude of a blurred edge peaks where the sharp one does. The coarsest
-  level is initialised by phase correlation; when ECC fails or fits badly, ORB features + RANSAC
-  (``cv2.estimateAffinePartial2D`` / ``cv2.findHomography``) give a second initialisation.
+  pyramid of luma: ECC maximises a zero-mean normalised correlation, so it is blind to gain/offset, and a
+  symmetric defocus blur does not move image content. (Gradient-magnitude and difference-of-Gaussians inputs were
+  measured too: several times larger corner errors on synthetic breathing stacks.) Levels smaller than 128 px estimate a
+  translation only; the coarsest is initialised by phase correlation. When ECC fails or fits badly, ORB features +
+  RANSAC (``cv2.estimateAffinePartial2D`` / ``cv2.findHomography``) give a second initialisation.
 - OpenCV's ECC has no similarity model; ``similarity`` runs the affine model and projects each level's estimate on
   the nearest similarity (scale + rotation + shift), which keeps it constrained between levels.
 - Estimation runs on a copy no larger than ``max_size`` pixels; transforms are rescaled to full resolution.
@@ -205,7 +206,7 @@ def align_stack(
     match_brightness: bool = True,
     max_size: int = 1024,
     skip_tolerance: float = 0.5,
-    min_score: float = 0.3,
+    min_score: float = 0.5,
     max_scale_change: float = 0.2,
     max_rotation_deg: float = 10.0,
     max_shift: float = 0.25,
@@ -230,7 +231,7 @@ def align_stack(
         max_size: estimate on a copy whose longer side is at most this many pixels (transforms are rescaled).
         skip_tolerance: ``auto`` leaves the stack untouched when no layer corner moves by more than this many
             pixels (input resolution).
-        min_score: a link whose ECC correlation (gradient images, after alignment) is below this has failed.
+        min_score: a link whose ECC correlation (luma, after alignment) is below this has failed.
         max_scale_change: a link with ``|scale - 1|`` above this is implausible (failed).
         max_rotation_deg: a link rotating more than this is implausible (failed).
         max_shift: a link moving a corner by more than this fraction of the image diagonal is implausible.
@@ -714,13 +715,37 @@ def _chain(links: dict[int, np.ndarray], n: int, reference: int) -> list[np.ndar
 
 
 def _coverage(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``(H, W)`` bool: reference-frame pixels whose position in the layer (``m @ x``) lies inside it."""
+    """``(H, W)`` bool: reference-frame pixels whose position in the layer (``m @ x``) lies inside it.
+
+    The layer rectangle's preimage is a convex quadrilateral (projective maps keep lines straight), so each row's
+    valid pixels form one interval bounded by the four edge lines: O(H) work per layer instead of mapping every pixel.
+    """
     h, w = size
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    p = m @ np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)])
-    px, py = p[0] / p[2], p[1] / p[2]
+    inv = np.linalg.inv(m)
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1.0]]).T
+    q = inv @ corners
+    q = (q[:2] / q[2]).T  # (4, 2) preimage corners, in order around the quad
+    ys = np.arange(h, dtype=np.float64)
+    lo, hi = np.full(h, -np.inf), np.full(h, np.inf)
+    centre = q.mean(0)
     eps = 1e-6
-    return ((px >= -eps) & (px <= w - 1 + eps) & (py >= -eps) & (py <= h - 1 + eps)).reshape(h, w)
+    for k in range(4):
+        p0, p1 = q[k], q[(k + 1) % 4]
+        # half-plane a*x + b*y + c >= 0 that contains the quad's centre
+        a, b = p1[1] - p0[1], p0[0] - p1[0]
+        c = -(a * p0[0] + b * p0[1])
+        if a * centre[0] + b * centre[1] + c < 0:
+            a, b, c = -a, -b, -c
+        if abs(a) < 1e-12:
+            lo[b * ys + c < -eps] = np.inf  # a horizontal edge: rows outside it are empty
+            continue
+        bound = -(b * ys + c) / a
+        if a > 0:
+            lo = np.maximum(lo, bound - eps)
+        else:
+            hi = np.minimum(hi, bound + eps)
+    xs = np.arange(w, dtype=np.float64)
+    return (xs[None, :] >= lo[:, None]) & (xs[None, :] <= hi[:, None])
 
 
 def _largest_inner_rect(valid: np.ndarray) -> tuple[int, int, int, int]:

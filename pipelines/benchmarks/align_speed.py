@@ -2,7 +2,7 @@
 
 For each input stack and mode, times :func:`stackmff.align.align_stack` (median of ``--reps`` runs), then the same
 call with the transforms given (warp + crop + brightness only), so estimation = total - apply. A registered copy
-of each stack (its reference layer, Gaussian-blurred by a different amount per layer) times ``auto``'s skip.
+of each stack (its middle layer, Gaussian-blurred by sigma 0 to 4 px across the layers) times ``auto``'s skip.
 
 Usage::
 
@@ -37,10 +37,10 @@ def _median_seconds(reps: int, images: np.ndarray, **options) -> float:
 
 
 def registered_copy(images: np.ndarray) -> np.ndarray:
-    """``(N, C, H, W)`` stack of the middle layer blurred by sigma 0, 1, 2, ... px: registered by construction."""
+    """``(N, C, H, W)`` stack of the middle layer blurred by sigma 0 .. 4 px: registered by construction."""
     n = images.shape[0]
     base = images[n // 2].transpose(1, 2, 0)
-    layers = [base if k == 0 else cv2.GaussianBlur(base, (0, 0), float(k)) for k in range(n)]
+    layers = [base if k == 0 else cv2.GaussianBlur(base, (0, 0), 4.0 * k / (n - 1)) for k in range(n)]
     return np.stack([x.reshape(base.shape).transpose(2, 0, 1) for x in layers]).astype(np.float32)
 
 

@@ -142,6 +142,21 @@ def test_fill_frame_keeps_reference_frame():
     assert crop.images.shape[2] < 144 and crop.images.shape[3] < 192
 
 
+def test_coverage_matches_per_pixel_mapping():
+    from stackmff.align import _coverage
+
+    rng = np.random.default_rng(0)
+    h, w = 37, 53
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    for _ in range(30):
+        m = similarity(1 + rng.uniform(-0.05, 0.05), rng.uniform(-5, 5), *rng.uniform(-6, 6, 2), (26.0, 18.0))
+        m[2, :2] = rng.uniform(-1e-3, 1e-3, 2)  # a little perspective
+        p = m @ np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)])
+        px, py = p[0] / p[2], p[1] / p[2]
+        brute = ((px >= -1e-6) & (px <= w - 1 + 1e-6) & (py >= -1e-6) & (py <= h - 1 + 1e-6)).reshape(h, w)
+        np.testing.assert_array_equal(_coverage(m, (h, w)), brute)
+
+
 # -- registered stacks, brightness ------------------------------------------------------------------------------
 
 
