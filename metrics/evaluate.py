@@ -196,6 +196,12 @@ def _find_fused(fused_root: Path, dataset: str, scene: str) -> Path | None:
     return None
 
 
+def _sharpest(stack: np.ndarray) -> np.ndarray:
+    """The layer ``(C, H, W)`` of ``stack (N, C, H, W)`` with the largest variance of the Laplacian of its luma."""
+    scores = [cv2.Laplacian(_gray(layer)[0].astype(np.float32), cv2.CV_32F).var() for layer in stack]
+    return stack[int(np.argmax(scores))]
+
+
 def _register(moving: np.ndarray, fixed: np.ndarray) -> np.ndarray:
     """Warp ``moving (C, h, w)`` onto the grid of ``fixed (C', H, W)`` with ORB features and a RANSAC homography.
 
@@ -309,16 +315,17 @@ def evaluate_tree(
                 log.warning("%s: sizes differ, scene skipped", msg)
                 continue
             log.warning("%s: sizes differ, registering with ORB + homography", msg)
-            if fused.shape[-2:] != target:
-                fused = _register(fused, sources[0])
             if reference is not None and reference.shape[-2:] != target:
-                reference = _register(reference, sources[0])
+                reference = _register(reference, _sharpest(sources))
+            if fused.shape[-2:] != target:
+                # the ground truth is the best anchor (as upstream); without one, the sharpest source layer
+                fused = _register(fused, reference if reference is not None else _sharpest(sources))
         values = evaluate_images(fused, sources=sources, reference=reference, metrics=names)
         rows.extend((method, sc.dataset, sc.scene, k, v) for k, v in values.items())
     if absent:
         log.warning("no fused result for %d scene(s) under %s: %s", len(absent), fused_root,
                     ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else ""))
-    if not rows and absent:
+    if len(absent) == len(scenes):
         raise StackMFFError(
             f"no fused results found under {fused_root} for the {len(scenes)} benchmark scenes; "
             "expected <fused_root>/<dataset>/<scene>.png"

@@ -2,8 +2,8 @@
 
 Halos (bright or dark rims along depth edges) and ghosts are the main user complaint about focus stackers. They
 are fusion *artefacts*: content of the fused image that is in none of the inputs. We measure two forms, both
-streaming over the sources (memory linear in N) and both exactly 0 when every fused pixel is copied from one
-source (a per-pixel gather) within ``radius`` pixels:
+streaming over the sources (memory linear in N), both on Rec.601 luma with replicated borders, and both exactly 0
+when every fused pixel is copied from one source (a per-pixel gather) within ``radius`` pixels:
 
 - :func:`halo`, gradient excess: the share of the fused image's gradient energy that exceeds the strongest
   source gradient in a ``(2 radius + 1)^2`` neighbourhood,
@@ -54,11 +54,11 @@ def halo(fused: ArrayLike, sources: ArrayLike, *, data_range: float = 1.0, radiu
     """
     _check_radius(radius)
     p, f, s = prepare_fusion(fused, sources, data_range=data_range)
-    gx, gy = sobel(f)
+    gx, gy = sobel(f, padding="replicate")
     g_f = torch.sqrt(gx * gx + gy * gy)
     support = torch.zeros_like(g_f)
     for i in range(s.shape[1]):
-        sx, sy = sobel(s[:, i])
+        sx, sy = sobel(s[:, i], padding="replicate")
         support = torch.maximum(support, local_max(torch.sqrt(sx * sx + sy * sy), radius))
     excess = (g_f - support).clamp_min(0).pow(2).flatten(1).sum(1)
     total = g_f.pow(2).flatten(1).sum(1)

@@ -8,13 +8,15 @@ import torch.nn.functional as F
 __all__ = ["gaussian_filter", "gaussian_kernel1d", "local_max", "mscn", "sobel"]
 
 
-def sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Horizontal and vertical 3x3 Sobel responses with zero padding (MATLAB ``conv2(..., 'same')``).
+def sobel(x: torch.Tensor, *, padding: str = "zeros") -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal and vertical 3x3 Sobel responses (correlation, output size = input size).
 
-    Zero padding is what the reference Q^AB/F implementations use; it is kept so values stay comparable.
+    ``padding="zeros"`` is MATLAB's ``conv2(..., 'same')``, used by the reference Q^AB/F code (kept so values stay
+    comparable); ``"replicate"`` avoids the artificial edges zero padding puts on the image border.
 
     Args:
         x: ``(B, C, H, W)``.
+        padding: ``"zeros"`` or ``"replicate"``.
 
     Returns:
         ``(gx, gy)``, each ``(B, C, H, W)``: derivative along W (columns) and along H (rows).
@@ -22,7 +24,11 @@ def sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
     k = torch.stack([kx, kx.t()])[:, None]  # (2, 1, 3, 3)
     b, c, h, w = x.shape
-    out = F.conv2d(x.reshape(b * c, 1, h, w), k, padding=1)  # (B*C, 2, H, W)
+    y = x.reshape(b * c, 1, h, w)
+    if padding == "zeros":
+        out = F.conv2d(y, k, padding=1)  # (B*C, 2, H, W)
+    else:
+        out = F.conv2d(F.pad(y, (1, 1, 1, 1), mode=padding), k)
     return out[:, 0].reshape(b, c, h, w), out[:, 1].reshape(b, c, h, w)
 
 
