@@ -273,14 +273,33 @@ def fuse_stack_v3(
         FusionResult with ``image`` ``(C, H, W)`` float32 (exact source values), ``index_map`` ``(H, W)`` int32,
         ``confidence`` ``(H, W)`` float32 = max softmax probability, ``extras`` with the tile plan.
     """
-    n, c, h, w = _as_layers(stack)
+    n, _c, h, w = _as_layers(stack)
     if precision not in ("auto", "fp32", "bf16"):
         raise StackMFFError(f"precision must be auto, fp32 or bf16, got {precision!r}")
     dev = next(model.parameters()).device
     ac = torch.bfloat16 if precision == "bf16" or (precision == "auto" and dev.type == "cuda") else None
     model.eval()
     plan = plan_tiles(h, w, n, model.cfg, memory_budget_mb=memory_budget_mb, tile=tile, overlap=overlap)
-    regress = model.cfg.head == "regress"
+
+    def logits_fn(lum: np.ndarray) -> np.ndarray:
+        return predict_logits(model, lum, layer_group=plan.layer_group, chunk_pixels=plan.chunk_pixels,
+                              autocast_dtype=ac).float().cpu().numpy()
+
+    image, index, conf = _blend_tiles(stack, logits_fn, plan, regress=model.cfg.head == "regress")
+    return FusionResult(
+        image=image, index_map=index, confidence=conf,
+        extras={"tile": plan.tile, "overlap": plan.overlap, "tiled": plan.tiled, "device": str(dev),
+                "precision": "bf16" if ac else "fp32"},
+    )
+
+
+def _blend_tiles(stack, logits_fn, plan: TilePlan, *, regress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run ``logits_fn`` ((N, h, w) luma -> (N, h, w) logits) over feathered tiles, one band of tile rows at a time.
+
+    Returns:
+        image ``(C, H, W)``, index ``(H, W)`` int32, confidence ``(H, W)`` float32.
+    """
+    n, c, h, w = _as_layers(stack)
     image = np.empty((c, h, w), np.float32)
     index = np.empty((h, w), np.int32)
     conf = np.empty((h, w), np.float32)
@@ -296,8 +315,7 @@ def fuse_stack_v3(
         wy = _ramp(y1 - y0, ov, y0 == 0, y1 == h)
         for x0 in xs:
             x1 = min(x0 + t, w)
-            lg = predict_logits(model, band[:, :, x0:x1], layer_group=plan.layer_group,
-                                chunk_pixels=plan.chunk_pixels, autocast_dtype=ac).float().cpu().numpy()
+            lg = logits_fn(band[:, :, x0:x1])  # (N, bh, bw)
             wt = wy[:, None] * _ramp(x1 - x0, ov, x0 == 0, x1 == w)[None]  # (bh, bw)
             acc[:, y0 - acc_y0 : y1 - acc_y0, x0:x1] += lg * wt
             wsum[y0 - acc_y0 : y1 - acc_y0, x0:x1] += wt
@@ -311,11 +329,7 @@ def fuse_stack_v3(
             nacc[:, : keep.shape[1]] = keep
             nw[: keep.shape[1]] = wsum[done - acc_y0 :]
             acc, wsum, acc_y0 = nacc, nw, done
-    return FusionResult(
-        image=image, index_map=index, confidence=conf,
-        extras={"tile": plan.tile, "overlap": plan.overlap, "tiled": plan.tiled, "device": str(dev),
-                "precision": "bf16" if ac else "fp32"},
-    )
+    return image, index, conf
 
 
 def _finalise(stack, acc, wsum, y0, regress, image, index, conf) -> None:

@@ -1,0 +1,138 @@
+"""Tiled, streamed inference: exact gathers, streaming == whole forward, tiled ≈ untiled, memory plan, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import uniform_filter
+
+from stackmff._checks import StackMFFError
+from stackmff.fusion.registry import get_fusion_method
+from stackmff.models.inference import (
+    TilePlan,
+    _blend_tiles,
+    _pad_reflect,
+    fuse_stack_v3,
+    luma,
+    plan_tiles,
+    predict_logits,
+    save_checkpoint,
+)
+from stackmff.models.registry import create_model, get_config
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    return create_model("v3_small").eval()
+
+
+def _stack(n=4, c=3, h=50, w=70, seed=0):
+    return np.random.default_rng(seed).random((n, c, h, w), dtype=np.float32)
+
+
+def test_luma_is_rec601():
+    img = np.zeros((3, 1, 3), np.float32)
+    img[0, 0, 0], img[1, 0, 1], img[2, 0, 2] = 1, 1, 1
+    np.testing.assert_allclose(luma(img)[0], [0.299, 0.587, 0.114], atol=1e-7)
+
+
+def test_streamed_logits_equal_the_whole_forward(small_model):
+    lum = _stack(5, 1, 40, 70)[:, 0]  # H, W not multiples of 32
+    with torch.no_grad():
+        full = small_model(torch.from_numpy(_pad_reflect(lum, 64, 96))[None])[0, :, :40, :70]
+    streamed = predict_logits(small_model, lum, layer_group=2, chunk_pixels=200)  # several groups and row chunks
+    torch.testing.assert_close(streamed, full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("n", "c", "h", "w"), [(2, 3, 33, 47), (6, 1, 64, 64), (3, 3, 5, 90)])
+def test_gather_returns_exact_source_values(small_model, n, c, h, w):
+    st = (np.random.default_rng(n).integers(0, 65536, (n, c, h, w)) / 65535.0).astype(np.float32)  # 16-bit values
+    res = fuse_stack_v3(st, small_model)
+    assert res.image.shape == (c, h, w) and res.index_map.shape == (h, w) and res.confidence.shape == (h, w)
+    assert res.index_map.min() >= 0 and res.index_map.max() < n
+    expect = np.take_along_axis(st, res.index_map[None, None].astype(np.int64).repeat(c, 1), 0)[0]
+    assert np.array_equal(res.image, expect)
+    assert np.all((res.confidence >= 1.0 / n - 1e-6) & (res.confidence <= 1.0 + 1e-6))
+
+
+def test_tiled_blending_of_a_local_function_agrees_away_from_tile_borders():
+    # a 3x3 box filter differs from the whole-image result only on the 1-px tile borders, which feathering weighs
+    # down; the blended decision must agree almost everywhere and the gather must stay exact
+    st = _stack(4, 3, 90, 110, seed=3)
+
+    def fn(lum):
+        return np.stack([uniform_filter(x, 3, mode="reflect") for x in lum]) * 20
+
+    whole = _blend_tiles(st, fn, TilePlan(128, 0, 4, 4096, False), regress=False)
+    tiled = _blend_tiles(st, fn, TilePlan(32, 8, 4, 4096, True), regress=False)
+    assert (whole[1] == tiled[1]).mean() > 0.97
+    expect = np.take_along_axis(st, tiled[1][None, None].astype(np.int64).repeat(3, 1), 0)[0]
+    np.testing.assert_array_equal(tiled[0], expect)
+
+
+def test_tiled_blending_of_pointwise_logits_is_exact():
+    st = _stack(3, 3, 70, 100, seed=4)
+
+    def fn(lum):
+        return -np.abs(lum - 0.5) * 10
+
+    whole = _blend_tiles(st, fn, TilePlan(128, 0, 3, 4096, False), regress=False)
+    tiled = _blend_tiles(st, fn, TilePlan(32, 12, 3, 4096, True), regress=False)
+    np.testing.assert_array_equal(whole[1], tiled[1])
+    np.testing.assert_allclose(whole[2], tiled[2], atol=1e-6)
+
+
+def test_tiled_network_close_to_untiled(small_model):
+    st = _stack(4, 3, 96, 128, seed=5)
+    whole = fuse_stack_v3(st, small_model)
+    tiled = fuse_stack_v3(st, small_model, tile=64, overlap=16)
+    assert not whole.extras["tiled"] and tiled.extras["tiled"]
+    assert (whole.index_map == tiled.index_map).mean() > 0.9
+    assert np.abs(whole.confidence - tiled.confidence).mean() < 0.05
+
+
+def test_plan_respects_budget_and_bounds_tile():
+    cfg = get_config("v3")
+    small = plan_tiles(100, 100, 10, cfg, memory_budget_mb=512)
+    assert not small.tiled
+    big = plan_tiles(3000, 4000, 10, cfg, memory_budget_mb=512)
+    assert big.tiled and big.tile % 32 == 0 and big.tile <= 2048 and 0 < big.overlap < big.tile // 2
+    tighter = plan_tiles(3000, 4000, 10, cfg, memory_budget_mb=256)
+    assert tighter.tile < big.tile
+
+
+def test_bad_options_raise(small_model):
+    st = _stack()
+    with pytest.raises(StackMFFError, match="multiple of 32"):
+        fuse_stack_v3(st, small_model, tile=50)
+    with pytest.raises(StackMFFError, match="at least 2 layers"):
+        fuse_stack_v3(st[:1], small_model)
+    with pytest.raises(StackMFFError, match="precision"):
+        fuse_stack_v3(st, small_model, precision="int8")
+    with pytest.raises(StackMFFError, match="memory_budget_mb"):
+        fuse_stack_v3(st, small_model, memory_budget_mb=1)
+
+
+def test_registered_method_uses_given_weights(tmp_path, small_model):
+    path = save_checkpoint(tmp_path / "w.pt", small_model)
+    st = _stack(3, 3, 40, 40)
+    res = get_fusion_method("stackmff_v3")(st, weights=path, device="cpu")
+    ref = fuse_stack_v3(st, small_model)
+    np.testing.assert_array_equal(res.index_map, ref.index_map)
+    with pytest.raises(StackMFFError, match="not found"):
+        get_fusion_method("stackmff_v3")(st, weights=tmp_path / "missing.pt")
+    assert get_fusion_method("stackmff_v3").learned and get_fusion_method("stackmff_v3_star").ordered
+
+
+def test_star_head_gives_rounded_expected_index(tmp_path):
+    torch.manual_seed(0)
+    m = create_model("v3_star", dims=(16, 32, 64, 128), depths=(1, 1, 1, 1)).eval()
+    st = _stack(5, 3, 32, 32)
+    res = fuse_stack_v3(st, m)
+    lum = np.stack([luma(x) for x in st])
+    lg = predict_logits(m, lum)
+    p = lg.softmax(0)
+    expect = torch.round((p * torch.arange(5.0)[:, None, None]).sum(0)).to(torch.int32).numpy()
+    np.testing.assert_array_equal(res.index_map, expect)
