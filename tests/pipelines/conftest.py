@@ -47,8 +47,12 @@ def prefect_server(tmp_path_factory):
     old = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
     os.environ["PREFECT_API_URL"] = url
     os.environ["PREFECT_HOME"] = str(home)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     try:
-        yield url
+        # prefect reads its settings once at import: the environment alone does not reach an imported client
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
     finally:
         for k, v in old.items():
             if v is None:

@@ -54,7 +54,7 @@ def test_every_dvc_params_key_exists():
     params = _params()
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     checked = 0
-    for name, st in stages.items():
+    for st in stages.values():
         body = st.get("do", st)
         items: list[dict] = [{}]
         if "matrix" in st:
@@ -66,7 +66,7 @@ def test_every_dvc_params_key_exists():
             items = [{"__key": k} for k in st["foreach"]]
         for it in items:
             for key in body.get("params", []):
-                key = re.sub(r"\$\{item\.(\w+)\}", lambda m: str(it[m.group(1)]), key)
+                key = re.sub(r"\$\{item\.(\w+)\}", lambda m, it=it: str(it[m.group(1)]), key)
                 key = key.replace("${key}", str(it.get("__key", "")))
                 _lookup(params, key)
                 checked += 1
