@@ -15,6 +15,7 @@ from .mae import mae
 from .ms_ssim import ms_ssim
 from .mse import mse, rmse
 from .mutual_information import mutual_information, normalized_mutual_information
+from .niqe import niqe
 from .piqe import piqe
 from .psnr import psnr, psnr_gray8
 from .qabf import qabf
@@ -34,6 +35,7 @@ __all__ = [
     "ms_ssim",
     "mse",
     "mutual_information",
+    "niqe",
     "normalized_mutual_information",
     "overshoot",
     "piqe",

@@ -78,7 +78,9 @@ def _to_tensor(x: object, name: str) -> tuple[torch.Tensor, bool]:
 
 def _scale(t: torch.Tensor, name: str, data_range: float) -> torch.Tensor:
     if not isinstance(data_range, (int, float)) or isinstance(data_range, bool) or not data_range > 0:
-        raise ValueError(f"data_range must be a positive number, got {data_range!r}; use 1.0 for float images, 255 for 8-bit.")
+        raise ValueError(
+            f"data_range must be a positive number, got {data_range!r}; use 1.0 for float images, 255 for 8-bit."
+        )
     work_dtype = t.dtype if t.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) else torch.float64
     if work_dtype in (torch.float16, torch.bfloat16):
         work_dtype = torch.float32
@@ -281,7 +283,11 @@ def prepare_fusion(
 
     p, f = prepare_fused_gray(fused, data_range=data_range)
     s = prepare_sources(sources, p, data_range=data_range, n_sources=n_sources)
-    return p, f, rgb_to_gray(s.to(torch.float64)) * 255.0
+    # one source at a time: no float64 copy of the whole colour stack
+    gray = torch.empty((s.shape[0], s.shape[1], 1, *s.shape[-2:]), dtype=torch.float64, device=s.device)
+    for i in range(s.shape[1]):
+        gray[:, i] = rgb_to_gray(s[:, i].to(torch.float64)) * 255.0
+    return p, f, gray
 
 
 def quantize8(gray255: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ from . import (
     ms_ssim,
     mse,
     mutual_information,
+    niqe,
     normalized_mutual_information,
     overshoot,
     piqe,
@@ -102,6 +103,7 @@ METRICS: dict[str, MetricSpec] = {
     "en": MetricSpec(entropy, "image", True),
     "sd": MetricSpec(standard_deviation, "image", True),
     "piqe": MetricSpec(piqe, "image", False),
+    "niqe": MetricSpec(niqe, "image", False),
 }
 
 
@@ -207,6 +209,7 @@ def _register(moving: np.ndarray, fixed: np.ndarray) -> np.ndarray:
 
     This is the upstream StackMFF evaluation's fallback for fused results whose size differs from the ground truth.
     """
+
     def gray8(x: np.ndarray) -> np.ndarray:
         return np.rint(_gray(x)[0] * 255).astype(np.uint8)
 
@@ -223,8 +226,9 @@ def _register(moving: np.ndarray, fixed: np.ndarray) -> np.ndarray:
     if hmat is None or len(matches) < 10:
         raise StackMFFError("cannot register the fused image to the sources: no homography found; fuse at full size")
     h, w = fixed.shape[-2:]
-    warped = cv2.warpPerspective(moving.transpose(1, 2, 0), hmat, (w, h), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REFLECT)
+    warped = cv2.warpPerspective(
+        moving.transpose(1, 2, 0), hmat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
     warped = warped[..., None] if warped.ndim == 2 else warped
     return np.clip(warped.transpose(2, 0, 1), 0.0, 1.0).astype(np.float32)
 
@@ -323,8 +327,12 @@ def evaluate_tree(
         values = evaluate_images(fused, sources=sources, reference=reference, metrics=names)
         rows.extend((method, sc.dataset, sc.scene, k, v) for k, v in values.items())
     if absent:
-        log.warning("no fused result for %d scene(s) under %s: %s", len(absent), fused_root,
-                    ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else ""))
+        log.warning(
+            "no fused result for %d scene(s) under %s: %s",
+            len(absent),
+            fused_root,
+            ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else ""),
+        )
     if len(absent) == len(scenes):
         raise StackMFFError(
             f"no fused results found under {fused_root} for the {len(scenes)} benchmark scenes; "

@@ -55,7 +55,12 @@ def _qabf(f: torch.Tensor, s: torch.Tensor, c: dict) -> torch.Tensor:
         hi, lo = torch.maximum(g_s, g_f), torch.minimum(g_s, g_f)
         rel = torch.where(hi > 0, lo / torch.where(hi > 0, hi, torch.ones_like(hi)), torch.ones_like(hi))
         agree = 1 - (a_s - a_f).abs() / (math.pi / 2)
-        q = c["Tg"] / (1 + torch.exp(c["kg"] * (rel - c["Dg"]))) * c["Ta"] / (1 + torch.exp(c["ka"] * (agree - c["Da"])))
+        q = (
+            c["Tg"]
+            / (1 + torch.exp(c["kg"] * (rel - c["Dg"])))
+            * c["Ta"]
+            / (1 + torch.exp(c["ka"] * (agree - c["Da"])))
+        )
         w = g_s ** c["L"]
         num += (q * w).flatten(1).sum(1)
         den += w.flatten(1).sum(1)

@@ -21,8 +21,9 @@ def _corr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     x = x.flatten(1) - x.flatten(1).mean(1, keepdim=True)
     y = y.flatten(1) - y.flatten(1).mean(1, keepdim=True)
     den = (x.pow(2).sum(1) * y.pow(2).sum(1)).sqrt()
-    return torch.where(den > 0, (x * y).sum(1) / torch.where(den > 0, den, torch.ones_like(den)),
-                       torch.full_like(den, math.nan))
+    return torch.where(
+        den > 0, (x * y).sum(1) / torch.where(den > 0, den, torch.ones_like(den)), torch.full_like(den, math.nan)
+    )
 
 
 def scd(fused: ArrayLike, sources: ArrayLike, *, data_range: float = 1.0):

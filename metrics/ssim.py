@@ -54,8 +54,15 @@ def ssim(
     if kernel_size % 2 != 1 or kernel_size < 3:
         raise ValueError(f"kernel_size must be an odd integer >= 3, got {kernel_size}.")
     check_min_size(px, kernel_size, "ssim")
-    val = piq.ssim(px.t, py.t, kernel_size=kernel_size, kernel_sigma=kernel_sigma, data_range=1.0, reduction="none",
-                   downsample=downsample)
+    val = piq.ssim(
+        px.t,
+        py.t,
+        kernel_size=kernel_size,
+        kernel_sigma=kernel_sigma,
+        data_range=1.0,
+        reduction="none",
+        downsample=downsample,
+    )
     return finish(val, px)
 
 

@@ -32,7 +32,9 @@ def sobel(x: torch.Tensor, *, padding: str = "zeros") -> tuple[torch.Tensor, tor
     return out[:, 0].reshape(b, c, h, w), out[:, 1].reshape(b, c, h, w)
 
 
-def gaussian_kernel1d(size: int, sigma: float, *, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+def gaussian_kernel1d(
+    size: int, sigma: float, *, dtype: torch.dtype, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Normalised 1-D Gaussian of odd ``size`` (``(size,)``)."""
     r = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     k = torch.exp(-(r**2) / (2 * sigma**2))

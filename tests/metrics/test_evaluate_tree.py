@@ -65,7 +65,7 @@ def test_rows_columns_and_values(tree, caplog):
 def test_dataset_filter_and_errors(tree):
     df = evaluate_tree(tree["fused"], benchmark_root=tree["bench"], method="m", datasets=["Pairs"], metrics=["sf"])
     assert list(df["dataset"]) == ["Pairs"]
-    with pytest.raises(StackMFFError, match="not found.*Nope"):
+    with pytest.raises(StackMFFError, match=r"not found.*Nope"):
         evaluate_tree(tree["fused"], benchmark_root=tree["bench"], method="m", datasets=["Nope"])
     with pytest.raises(StackMFFError, match="unknown metric"):
         evaluate_tree(tree["fused"], benchmark_root=tree["bench"], method="m", metrics=["psnrr"])

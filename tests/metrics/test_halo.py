@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from _metric_helpers import blur, two_focus
@@ -41,11 +43,11 @@ def test_ringing_halo_scores_worse_than_clean(fn, scene):
     assert clean < 1e-3
     values = [fn(_ringing(img, amount), [a, b]) for amount in (0.3, 0.6, 1.2)]
     assert values[0] > clean + 1e-3
-    assert all(x < y for x, y in zip(values, values[1:])), values
+    assert all(x < y for x, y in itertools.pairwise(values)), values
 
 
 def test_blend_has_no_overshoot(scene):
-    img, a, b = scene
+    _img, a, b = scene
     assert overshoot(0.3 * a + 0.7 * b, [a, b]) == 0.0
 
 

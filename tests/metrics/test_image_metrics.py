@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -44,7 +45,7 @@ def test_standard_deviation_matches_numpy(gray, rgb):
 @pytest.mark.parametrize("fn", [spatial_frequency, average_gradient, standard_deviation], ids=lambda f: f.__name__)
 def test_decrease_under_increasing_blur(fn, rgb):
     values = [fn(blur(rgb, s)) for s in (0, 0.7, 1.5, 3.0)]
-    assert all(a > b for a, b in zip(values, values[1:])), values
+    assert all(a > b for a, b in itertools.pairwise(values)), values
 
 
 @pytest.mark.parametrize("fn", [spatial_frequency, average_gradient, standard_deviation], ids=lambda f: f.__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_symmetric_in_sources_and_linear_in_n(gray):
 def test_ground_truth_beats_blurred_and_decreases_with_blur(gray):
     a, b = two_focus(gray)
     values = [qabf(blur(gray, s) if s else gray, [a, b]) for s in (0, 1, 2, 4)]
-    assert all(x > y for x, y in zip(values, values[1:])), values
+    assert all(x > y for x, y in itertools.pairwise(values)), values
     assert 0 <= values[-1] <= PERFECT
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -39,11 +40,18 @@ def test_ssim_matches_skimage_gaussian(rgb, color):
     noisy = _noisy(rgb)
     if color == "gray":
         w = np.array([0.299, 0.587, 0.114])[:, None, None]
-        ref = structural_similarity((rgb * w).sum(0), (noisy * w).sum(0), data_range=1.0, gaussian_weights=True,
-                                    sigma=1.5, use_sample_covariance=False)
+        ref = structural_similarity(
+            (rgb * w).sum(0),
+            (noisy * w).sum(0),
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
     else:
-        ref = structural_similarity(rgb, noisy, channel_axis=0, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                    use_sample_covariance=False)
+        ref = structural_similarity(
+            rgb, noisy, channel_axis=0, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
     assert ssim(noisy, rgb, color=color) == pytest.approx(ref, abs=1e-6)
 
 
@@ -51,7 +59,10 @@ def test_gray8_follow_the_papers_convention(rgb):
     import cv2
 
     noisy = _noisy(rgb)
-    g = [cv2.cvtColor(np.rint(x * 255).astype(np.uint8).transpose(1, 2, 0).copy(), cv2.COLOR_RGB2GRAY) for x in (rgb, noisy)]
+    g = [
+        cv2.cvtColor(np.rint(x * 255).astype(np.uint8).transpose(1, 2, 0).copy(), cv2.COLOR_RGB2GRAY)
+        for x in (rgb, noisy)
+    ]
     assert psnr_gray8(noisy, rgb) == pytest.approx(peak_signal_noise_ratio(g[0], g[1], data_range=255), abs=1e-12)
     assert ssim_gray8(noisy, rgb) == pytest.approx(structural_similarity(g[0], g[1], data_range=255), abs=1e-12)
 
@@ -74,12 +85,12 @@ def test_ms_ssim_identity_and_min_size(rgb):
 @pytest.mark.parametrize("fn", [psnr, ssim, fsim, vif_p, ssim_gray8, psnr_gray8], ids=lambda f: f.__name__)
 def test_quality_decreases_with_blur(fn, rgb):
     values = [fn(blur(rgb, s), rgb) for s in (0.5, 1.0, 2.0, 4.0)]
-    assert all(a > b for a, b in zip(values, values[1:])), values
+    assert all(a > b for a, b in itertools.pairwise(values)), values
 
 
 def test_gmsd_increases_with_blur(rgb):
     values = [gmsd(blur(rgb, s), rgb) for s in (0.5, 1.0, 2.0, 4.0)]
-    assert all(a < b for a, b in zip(values, values[1:])), values
+    assert all(a < b for a, b in itertools.pairwise(values)), values
 
 
 @pytest.mark.parametrize("fn", REFERENCE_METRICS, ids=lambda f: f.__name__)
