@@ -19,6 +19,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -31,6 +32,7 @@ __all__ = [
     "StackMFFV3",
     "StackMFFV3Config",
     "expected_index",
+    "fold_batchnorm",
     "remap_upstream_state_dict",
     "rope_tables",
 ]
@@ -62,7 +64,16 @@ class ConvBN(nn.Module):
         self.act = nn.GELU() if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x)))
+        c = self.conv
+        if c.kernel_size == (1, 1) and c.stride == (1, 1) and c.groups == 1 and x.is_contiguous(
+            memory_format=torch.channels_last
+        ):
+            # a 1x1 conv on channels-last memory is one GEMM over pixels; torch's CPU conv takes a slow generic
+            # path for it (and for the bias added after BN folding), so call linear on the (B, H, W, C) view
+            y = F.linear(x.permute(0, 2, 3, 1), c.weight.flatten(1), c.bias).permute(0, 3, 1, 2)  # (B, C', H, W)
+        else:
+            y = c(x)
+        return self.act(self.norm(y))
 
 
 class LearnablePool(nn.Module):
@@ -75,7 +86,8 @@ class LearnablePool(nn.Module):
         self.norm = nn.BatchNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.expand(self.dim, 1, -1, -1)  # (C, 1, k, k), a view: no per-channel copy of the kernel
+        # (C, 1, k, k); contiguous so that oneDNN's depthwise kernel is used instead of the slow reference conv
+        w = self.weight.expand(self.dim, 1, -1, -1).contiguous()
         return self.norm(F.conv2d(x, w, None, self.stride, self.pad, groups=self.dim))
 
 
@@ -322,9 +334,11 @@ class StackMFFV3(nn.Module):
         up = F.interpolate(low[:, :, l0:l1], scale_factor=4, mode="bilinear", align_corners=False)  # (B', E, 4(l1-l0), W)
         a, b = max(r0 - 1, 0), min(r1 + 1, 4 * h)
         up = up[:, :, a - 4 * l0 : b - 4 * l0]  # rows [a, b) of the whole-image upsampling
-        up = F.pad(up, (0, 0, 1 - (r0 - a), 1 - (b - r1)))  # zero rows only at true image borders (conv padding)
+        # zero rows only at true image borders (the conv's own padding), zero columns on both sides; padding
+        # explicitly keeps the conv symmetric (padding 0), which oneDNN runs much faster than padding (0, 1)
+        up = F.pad(up, (1, 1, 1 - (r0 - a), 1 - (b - r1)))
         conv = self.encoder.final_conv
-        y = F.conv2d(up, conv.conv.weight, None, 1, (0, 1))  # (B', E, r1 - r0, W)
+        y = F.conv2d(up, conv.conv.weight, conv.conv.bias)  # (B', E, r1 - r0, W)
         return torch.sigmoid(conv.act(conv.norm(y)))
 
     def interact(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -376,6 +390,37 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.xavier_uniform_(m.in_proj_weight)
         nn.init.zeros_(m.in_proj_bias)
         nn.init.zeros_(m.out_proj.bias)
+
+
+def fold_batchnorm(model: StackMFFV3) -> StackMFFV3:
+    """Copy of ``model`` for inference with every BatchNorm folded into the preceding convolution.
+
+    ConvBN becomes a conv with bias; a shared-kernel :class:`LearnablePool` + BN becomes a per-channel depthwise conv.
+    The copy computes the same function as ``model.eval()`` (up to float rounding) with fewer passes over memory.
+    """
+    m = copy.deepcopy(model).eval()
+    for parent in list(m.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ConvBN) and isinstance(child.norm, nn.BatchNorm2d):
+                scale, shift = _bn_affine(child.norm)
+                c = child.conv
+                conv = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, groups=c.groups)
+                conv.weight.data = c.weight.data * scale[:, None, None, None]
+                conv.bias.data = shift
+                child.conv, child.norm = conv, nn.Identity()
+            elif isinstance(child, LearnablePool):
+                scale, shift = _bn_affine(child.norm)
+                k = child.weight.shape[-1]
+                conv = nn.Conv2d(child.dim, child.dim, k, child.stride, child.pad, groups=child.dim)
+                conv.weight.data = child.weight.data.expand(child.dim, 1, k, k) * scale[:, None, None, None]
+                conv.bias.data = shift
+                setattr(parent, name, conv)
+    return m.to(memory_format=torch.channels_last)
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = bn.weight.data / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias.data - bn.running_mean * scale
 
 
 def remap_upstream_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -125,3 +125,20 @@ def test_unknown_variant_and_option_raise():
         get_config("v3", widht=3)
     with pytest.raises(ValueError, match="head"):
         StackMFFV3Config(head="bogus")
+
+
+def test_folded_batchnorm_computes_the_same_function():
+    from stackmff.models.stackmff_v3 import fold_batchnorm
+
+    torch.manual_seed(0)
+    m = create_model("v3_small", rope=True)
+    with torch.no_grad():  # non-trivial running statistics
+        m.train()
+        for _ in range(2):
+            m(torch.rand(2, 3, 32, 32))
+    m.eval()
+    f = fold_batchnorm(m)
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in f.modules())
+    x = torch.rand(1, 4, 32, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(f(x), m(x), atol=1e-5, rtol=1e-5)

@@ -1,0 +1,191 @@
+"""StackMFF V3 inference speed and memory: the fast path against an upstream-style evaluation, and the 12 MP case.
+
+Three measurements, each in layer-megapixels per second (N · H · W / 1e6 / seconds):
+
+- ``throughput``: :func:`stackmff.models.inference.fuse_stack_v3` (BN folded, channels-last, streamed layers,
+  chunked attention, colour gather included) on an N-layer RGB stack;
+- ``reference``: the same weights evaluated the upstream way (:class:`stackmff.models._reference.UpstreamStyleV3`:
+  all layers at once in NCHW, ``nn.MultiheadAttention`` over B·H·W sequences), on a smaller stack because it needs
+  ~1 KB per layer-pixel; the fast path is timed on the same stack in the same run for the ratio;
+- ``memory``: a child process fuses an N-layer stack stored as a ``.npy`` memmap (so the input is file-backed and
+  not counted) with a memory budget, sampling its anonymous resident memory (``RssAnon``) every 20 ms; the peak is
+  what the fusion itself needs, including the output image, index and confidence maps.
+
+Machines here are shared: compare ratios from one run, not absolute times across runs. Use ``--threads`` to pin the
+torch thread count (1 on a loaded 2-core machine; 2 threads that spin-wait on a busy core are much slower).
+
+Usage::
+
+    python -m pipelines.benchmarks.v3_speed --variant v3 --threads 1 --json reports/v3_speed.json
+    python -m pipelines.benchmarks.v3_speed --skip-memory --size 1024 --layers 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stackmff.models._reference import UpstreamStyleV3
+from stackmff.models.inference import fuse_stack_v3, load_model
+from stackmff.models.registry import create_model
+from stackmff.models.stackmff_v3 import StackMFFV3
+
+
+def _model(variant: str, weights: str | None) -> StackMFFV3:
+    if weights:
+        return load_model(weights)
+    torch.manual_seed(0)
+    return create_model(variant).eval()
+
+
+def _stack(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 3, h, w), dtype=np.float32)
+
+
+def _rss_anon_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def throughput(model: StackMFFV3, n: int, h: int, w: int, *, reps: int = 1, budget_mb: float = 1024) -> dict:
+    """Median seconds and layer-MP/s of :func:`fuse_stack_v3` on a random ``(n, 3, h, w)`` stack."""
+    st = _stack(n, h, w)
+    fuse_stack_v3(st[:, :, :64, :64], model)  # warm-up: oneDNN primitives, allocator
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        res = fuse_stack_v3(st, model, memory_budget_mb=budget_mb)
+        times.append(time.perf_counter() - t0)
+    sec = float(np.median(times))
+    return {"layers": n, "height": h, "width": w, "seconds": round(sec, 3),
+            "layer_mp_per_s": round(n * h * w / 1e6 / sec, 4), "tile": res.extras["tile"]}
+
+
+@torch.inference_mode()
+def reference(model: StackMFFV3, n: int, size: int, *, reps: int = 1) -> dict:
+    """Upstream-style evaluation vs the fast path on the same ``(n, size, size)`` stack, same weights."""
+    ref = UpstreamStyleV3(model).eval()
+    st = _stack(n, size, size)
+    lum = torch.from_numpy(0.299 * st[:, 0] + 0.587 * st[:, 1] + 0.114 * st[:, 2])[None]  # (1, N, H, W)
+    ref(lum[..., :64, :64])
+    t_ref = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        idx_ref = ref(lum).argmax(1)[0].numpy()
+        t_ref.append(time.perf_counter() - t0)
+    fast = throughput(model, n, size, size, reps=reps)
+    res = fuse_stack_v3(st, model)
+    t = float(np.median(t_ref))
+    return {"layers": n, "size": size, "reference_seconds": round(t, 3), "fast_seconds": fast["seconds"],
+            "speedup": round(t / fast["seconds"], 2), "index_agreement": float((res.index_map == idx_ref).mean())}
+
+
+def _memory_child(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    model = _model(args.variant, args.weights)
+    st = np.load(args.stack_file, mmap_mode="r")  # file-backed: not part of RssAnon
+    base = _rss_anon_mb()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], _rss_anon_mb())
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    t0 = time.perf_counter()
+    res = fuse_stack_v3(st, model, memory_budget_mb=args.budget)
+    sec = time.perf_counter() - t0
+    done.set()
+    th.join()
+    peak[0] = max(peak[0], _rss_anon_mb())
+    n, _, h, w = st.shape
+    print(json.dumps({"layers": n, "height": h, "width": w, "budget_mb": args.budget, "seconds": round(sec, 1),
+                      "layer_mp_per_s": round(n * h * w / 1e6 / sec, 4), "peak_anon_mb": round(peak[0], 1),
+                      "baseline_anon_mb": round(base, 1), "tile": res.extras["tile"], "overlap": res.extras["overlap"]}))
+
+
+def memory(args: argparse.Namespace) -> dict:
+    """Peak anonymous memory of fusing an ``(N, 3, H, W)`` memmapped stack in a fresh child process."""
+    n, (h, w) = args.mem_layers, args.mem_size
+    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
+        path = Path(tmp) / "stack.npy"
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 3, h, w))
+        rng = np.random.default_rng(0)
+        for k in range(n):  # a few random rows tiled down the image: cheap to write, non-trivial content
+            mm[k] = np.resize(rng.random((3, 64, w), dtype=np.float32), (3, h, w))
+        mm.flush()
+        del mm
+        cmd = [sys.executable, "-m", "pipelines.benchmarks.v3_speed", "--memory-child", str(path),
+               "--variant", args.variant, "--threads", str(args.threads), "--budget", str(args.budget)]
+        if args.weights:
+            cmd += ["--weights", args.weights]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--variant", default="v3", help="registered variant (random weights: speed does not depend on them)")
+    p.add_argument("--weights", help="checkpoint instead of a random variant")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--layers", type=int, default=10, help="N for the throughput case")
+    p.add_argument("--size", type=int, default=1024, help="side of the throughput case (1024: 1 MP)")
+    p.add_argument("--reps", type=int, default=1, help="repetitions (median)")
+    p.add_argument("--ref-layers", type=int, default=4, help="N for the upstream-style comparison")
+    p.add_argument("--ref-size", type=int, default=256, help="side for the upstream-style comparison")
+    p.add_argument("--mem-layers", type=int, default=10, help="N for the memory case")
+    p.add_argument("--mem-size", type=int, nargs=2, default=[3000, 4000], metavar=("H", "W"), help="memory case size")
+    p.add_argument("--budget", type=float, default=512, help="memory_budget_mb for the memory case")
+    p.add_argument("--tmpdir", help="where the memmapped stack is written (needs N*3*H*W*4 bytes)")
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-reference", action="store_true")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--json", help="write the results here (atomic)")
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory_child:
+        args.stack_file = args.memory_child
+        _memory_child(args)
+        return 0
+    torch.set_num_threads(args.threads)
+    model = _model(args.variant, args.weights)
+    out: dict = {"variant": args.variant, "weights": args.weights, "threads": args.threads,
+                 "torch": torch.__version__, "cpu_count": os.cpu_count()}
+    if not args.skip_reference:
+        out["reference"] = reference(model, args.ref_layers, args.ref_size, reps=args.reps)
+        print("reference", out["reference"], file=sys.stderr)
+    if not args.skip_throughput:
+        out["throughput"] = throughput(model, args.layers, args.size, args.size, reps=args.reps)
+        print("throughput", out["throughput"], file=sys.stderr)
+    if not args.skip_memory:
+        out["memory"] = memory(args)
+        print("memory", out["memory"], file=sys.stderr)
+    text = json.dumps(out, indent=2)
+    if args.json:
+        dst = Path(args.json)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, dst)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
