@@ -142,11 +142,11 @@ def run(
             plots[f"{dataset}: {metric} vs N"] = p
 
     heads = runs.drop_duplicates(["method", "benchmark"])
-    absent = {
-        r.method: f"{r.status} on {r.benchmark}" + (f" ({r.version})" if r.version and r.version != "absent" else "")
-        for r in heads.itertuples(index=False)
-        if r.status == "absent"
-    }
+    absent: dict[str, str] = {}
+    for r in heads.itertuples(index=False):
+        if r.status == "absent":
+            where = absent.get(r.method, "absent on") + ("," if r.method in absent else "")
+            absent[r.method] = f"{where} {r.benchmark}"
     build_html(
         out / "index.html",
         title=params.title,
