@@ -90,13 +90,16 @@ def load_model(weights: str | Path | None = None, *, device: str | torch.device 
     """Load a checkpoint written by :func:`save_checkpoint` or by training (config restored from the file).
 
     Args:
-        weights: checkpoint path; ``None`` = the shipped :data:`DEFAULT_WEIGHTS`.
+        weights: checkpoint file, or a training output folder (its ``model.pt``); ``None`` = the shipped
+            :data:`DEFAULT_WEIGHTS`.
         device: where to put the model.
 
     Raises:
         StackMFFError: missing or unreadable file.
     """
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if path.is_dir():  # a training output folder
+        path = path / "model.pt"
     if not path.is_file():
         raise StackMFFError(f"weights {path} not found; pass weights=PATH (--weights) or train some with `stackmff train`")
     try:
@@ -200,7 +203,7 @@ def _pad_reflect(x: np.ndarray, hp: int, wp: int) -> np.ndarray:
 
 @torch.inference_mode()
 def predict_logits(model: StackMFFV3, lum: np.ndarray | torch.Tensor, *, layer_group: int | None = None,
-                   chunk_pixels: int = 65536, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+                   chunk_pixels: int = 8192, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Per-layer logits of one luma stack (one tile), streaming layers through the encoder.
 
     Args:

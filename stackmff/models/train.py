@@ -382,13 +382,13 @@ def train(cfg: TrainConfig) -> Path:
                 raise RuntimeError(f"loss became {m['loss']} at step {step}; lower lr or use amp=none")
             elapsed_min = (time.monotonic() - t_start) / 60
             if main_proc and (step % cfg.log_every == 0 or step == cfg.steps):
+                live.step = step
                 live.log_metric("train/loss", run_loss / run_n)
                 live.log_metric("train/acc", run_acc / run_n)
                 live.log_metric("train/lr", sched.get_last_lr()[0])
                 if val_batches and (step % cfg.val_every == 0 or step == cfg.steps):
                     for k, v in _validate(model, val_batches, device).items():
                         live.log_metric(k, v)
-                live.step = step
                 live.make_summary()
                 log.info("step %d loss %.4f acc %.3f (%.1f min)", step, run_loss / run_n, run_acc / run_n, elapsed_min)
                 run_loss, run_acc, run_n = 0.0, 0.0, 0

@@ -63,6 +63,8 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     assert (tmp_path / "b" / "model_fp16.pt").stat().st_size < (tmp_path / "b" / "model.pt").stat().st_size
     metrics = (tmp_path / "a" / "live" / "metrics.json").read_text()
     assert "psnr" in metrics and "loss" in metrics and "acc" in metrics
+    psnr_rows = (tmp_path / "a" / "live" / "plots" / "metrics" / "val" / "psnr.tsv").read_text().split()[2:]
+    assert [int(x) for x in psnr_rows[::2]] == [2, 4]  # logged at the steps where validation ran
 
 
 def test_init_from_keeps_the_checkpoint_architecture(tmp_path):

@@ -1,0 +1,115 @@
+"""Validation numbers of the model card: StackMFF V3 weights against the classical methods on held-out stacks.
+
+Test sets (never seen in training; training draws procedural scenes with seed 0, its validation with seed 10000):
+
+- ``procedural``: ``ProceduralStacks`` (physical synthesis) with seed 999, 256×256, N in [4, 10], no invalid layers;
+- ``middlebury``: the 7 Middlebury 2005/2006 half-size RGB-D scenes of ``../shared/data/middlebury_rgbd`` (research
+  use; read at run time, never copied), rendered with ``synthesize_physical`` (N = 8, seed 0). Skipped when absent.
+
+For every stack and method: PSNR and SSIM (scikit-image, RGB, data range 1) of the fused image against the AiF
+image; ``shuffle_delta_db`` = |PSNR(layers in random order) - PSNR(focus order)|; ``invalid_delta_db`` = PSNR with
+four invalid layers inserted (blurred everywhere, duplicate, strong noise, exposure-shifted) minus clean PSNR.
+
+Usage::
+
+    python weights/validate.py --weights weights/stackmff_v3.pt --json weights/validation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from stackmff.data.datasets import ProceduralStacks
+from stackmff.data.procedural import load_rgbd_samples
+from stackmff.data.synthesis import SynthStack, inject_invalid_layers, synthesize_physical
+from stackmff.fusion import get_fusion_method, list_methods
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+INVALID = ("blurred", "duplicate", "noisy", "exposure")
+
+
+def _scores(fused: np.ndarray, aif: np.ndarray) -> tuple[float, float]:
+    psnr = peak_signal_noise_ratio(aif, np.clip(fused, 0, 1), data_range=1.0)
+    ssim = structural_similarity(aif, np.clip(fused, 0, 1), data_range=1.0, channel_axis=0)
+    return float(psnr), float(ssim)
+
+
+def _stacks(args) -> dict[str, list[tuple[str, SynthStack]]]:
+    sets: dict[str, list[tuple[str, SynthStack]]] = {}
+    ds = ProceduralStacks(args.procedural, size=(256, 256), n_range=(4, 10), invalid_prob=0.0, shuffle=False, seed=999)
+    sets["procedural"] = [(f"proc{i:02d}", ds.draw(i)) for i in range(args.procedural)]
+    mb = SHARED / "middlebury_rgbd"
+    if mb.is_dir() and not args.skip_middlebury:
+        scenes = load_rgbd_samples(mb)
+        sets["middlebury"] = [
+            (sc.name, synthesize_physical(sc.image, sc.disparity, 8, rng=np.random.default_rng(i)))
+            for i, sc in enumerate(scenes)
+        ]
+    return sets
+
+
+def _variants(st: SynthStack, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    order = rng.permutation(st.n)
+    inv = st
+    for kind in INVALID:  # one layer of each kind
+        inv = inject_invalid_layers(inv, rng, kinds=(kind,), count=1)
+    return {"clean": st.layers, "shuffled": st.layers[order], "invalid": inv.layers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--weights", required=True, help="V3 checkpoint to validate")
+    p.add_argument("--methods", nargs="*", help="methods (default: every non-learned method + stackmff_v3)")
+    p.add_argument("--procedural", type=int, default=12, help="held-out procedural stacks")
+    p.add_argument("--skip-middlebury", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="write per-stack and mean results here (atomic)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    methods = args.methods or [m.name for m in list_methods() if not m.learned] + ["stackmff_v3"]
+    rows = []
+    for set_name, stacks in _stacks(args).items():
+        for name, st in stacks:
+            variants = _variants(st, np.random.default_rng(zlib.crc32(name.encode())))
+            for meth in methods:
+                fm = get_fusion_method(meth)
+                opts = {"weights": args.weights, "device": "cpu"} if fm.learned else {}
+                row = {"set": set_name, "stack": name, "method": meth, "layers": st.n}
+                for vname, layers in variants.items():
+                    t0 = time.perf_counter()
+                    res = fm(np.ascontiguousarray(layers), **opts)
+                    row[f"{vname}_seconds"] = round(time.perf_counter() - t0, 3)
+                    row[f"{vname}_psnr"], row[f"{vname}_ssim"] = _scores(res.image, st.aif)
+                row["shuffle_delta_db"] = abs(row["shuffled_psnr"] - row["clean_psnr"])
+                row["invalid_delta_db"] = row["invalid_psnr"] - row["clean_psnr"]
+                rows.append(row)
+                print(f"{set_name:10s} {name:12s} {meth:18s} psnr {row['clean_psnr']:6.2f} ssim {row['clean_ssim']:.4f}"
+                      f" shuffle {row['shuffle_delta_db']:.3f} invalid {row['invalid_delta_db']:+.2f}", file=sys.stderr)
+    keys = ["clean_psnr", "clean_ssim", "shuffle_delta_db", "invalid_delta_db", "invalid_psnr", "clean_seconds"]
+    summary: dict = {}
+    for set_name in dict.fromkeys(r["set"] for r in rows):
+        for meth in methods:
+            sel = [r for r in rows if r["set"] == set_name and r["method"] == meth]
+            summary.setdefault(set_name, {})[meth] = {k: round(float(np.mean([r[k] for r in sel])), 4) for k in keys}
+    out = {"weights": args.weights, "summary": summary, "rows": rows}
+    if args.json:
+        dst = Path(args.json)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.write_text(json.dumps(out, indent=1) + "\n")
+        os.replace(tmp, dst)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
