@@ -101,6 +101,11 @@ def test_plan_respects_budget_and_bounds_tile():
     assert big.tiled and big.tile % 32 == 0 and big.tile <= 2048 and 0 < big.overlap < big.tile // 2
     tighter = plan_tiles(3000, 4000, 10, cfg, memory_budget_mb=256)
     assert tighter.tile < big.tile
+    assert big.layer_group == 1  # layers streamed one at a time through the encoder when memory is tight
+    assert plan_tiles(64, 64, 10, cfg, memory_budget_mb=512).layer_group == 10
+    even = plan_tiles(1141, 1521, 6, cfg, memory_budget_mb=1024)  # tiles spread evenly: no sliver tiles
+    k = -(-(1521 - even.overlap) // (even.tile - even.overlap))
+    assert k * (even.tile - even.overlap) + even.overlap - 1521 < even.tile - even.overlap
 
 
 def test_bad_options_raise(small_model):
