@@ -11,6 +11,11 @@ Three measurements, each in layer-megapixels per second (N · H · W / 1e6 / sec
   not counted) with a memory budget, sampling its anonymous resident memory (``RssAnon``) every 20 ms; the peak is
   what the fusion itself needs, including the output image, index and confidence maps.
 
+- ``openfocus`` (optional, ``--openfocus BIN``): the author's app (``pip install openfocus`` in a SEPARATE venv;
+  never import it) on the same 8-bit stack files as ours, ``-m stackmffv3 --cpu``, timed as whole commands with peak
+  RSS from ``/usr/bin/time``-style ``resource`` accounting of the child; quality as PSNR against the AiF image of a
+  held-out procedural stack, clean and with four invalid layers (blurred, duplicate, noisy, exposure-shifted).
+
 Machines here are shared: compare ratios from one run, not absolute times across runs. Use ``--threads`` to pin the
 torch thread count (1 on a loaded 2-core machine; 2 threads that spin-wait on a busy core are much slower).
 
@@ -18,6 +23,8 @@ Usage::
 
     python -m pipelines.benchmarks.v3_speed --variant v3 --threads 1 --json reports/v3_speed.json
     python -m pipelines.benchmarks.v3_speed --skip-memory --size 1024 --layers 10
+    python -m pipelines.benchmarks.v3_speed --skip-throughput --skip-reference --skip-memory \
+        --weights weights/stackmff_v3.pt --openfocus /tmp/ofenv/bin/openfocus
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -138,6 +147,59 @@ def memory(args: argparse.Namespace) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of a child command (``ru_maxrss`` of the largest child so far)."""
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    sec = time.perf_counter() - t0
+    return sec, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def openfocus_compare(args: argparse.Namespace) -> dict:
+    """Ours vs OpenFocus ``stackmffv3`` on the same 8-bit layer files: time, peak RSS, PSNR clean / invalid."""
+    import cv2
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from stackmff.data.datasets import ProceduralStacks
+    from stackmff.data.synthesis import inject_invalid_layers
+
+    ds = ProceduralStacks(1, size=(args.of_size, args.of_size), n_range=(args.of_layers, args.of_layers),
+                          invalid_prob=0.0, shuffle=False, seed=4242)
+    st = ds.draw(0)
+    inv = st
+    rng = np.random.default_rng(0)
+    for kind in ("blurred", "duplicate", "noisy", "exposure"):
+        inv = inject_invalid_layers(inv, rng, kinds=(kind,), count=1)
+    aif = st.aif.transpose(1, 2, 0)
+    out: dict = {"layers": st.n, "size": args.of_size}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
+        for case, layers in (("clean", st.layers), ("invalid", inv.layers)):
+            d = Path(tmp) / case
+            d.mkdir()
+            for k, layer in enumerate(layers):
+                u8 = np.rint(np.clip(layer, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)[..., ::-1]
+                cv2.imwrite(str(d / f"{k:02d}.png"), u8)
+            ours = Path(tmp) / f"ours_{case}.png"
+            theirs = Path(tmp) / f"of_{case}.png"
+            code = ("import sys, torch; torch.set_num_threads(int(sys.argv[4])); from stackmff.fusion.run import "
+                    "fuse_to_file; fuse_to_file(sys.argv[1], sys.argv[2], 'stackmff_v3', "
+                    "method_options={'weights': sys.argv[3] or None, 'device': 'cpu'})")
+            t_ours, _ = _run_timed([sys.executable, "-c", code, str(d), str(ours), args.weights or "", str(args.threads)])
+            t_of, _ = _run_timed([args.openfocus, "-i", str(d), "-o", str(theirs), "-m", "stackmffv3", "--cpu",
+                                  "--align", "none", "--threads", str(args.threads)], env)
+            res = {}
+            for who, path, sec in (("ours", ours, t_ours), ("openfocus", theirs, t_of)):
+                img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+                img = img[..., ::-1].astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)
+                res[who] = {"seconds": round(sec, 2), "psnr": round(float(peak_signal_noise_ratio(aif, img, data_range=1.0)), 2)}
+            out[case] = res
+            if args.keep_outputs:
+                for f in (ours, theirs):
+                    shutil.copy(f, Path(args.keep_outputs) / f.name)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -153,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mem-size", type=int, nargs=2, default=[3000, 4000], metavar=("H", "W"), help="memory case size")
     p.add_argument("--budget", type=float, default=512, help="memory_budget_mb for the memory case")
     p.add_argument("--tmpdir", help="where the memmapped stack is written (needs N*3*H*W*4 bytes)")
+    p.add_argument("--openfocus", metavar="BIN", help="OpenFocus executable (in its own venv) for a side-by-side run")
+    p.add_argument("--of-layers", type=int, default=10, help="N of the OpenFocus comparison stack")
+    p.add_argument("--of-size", type=int, default=512, help="side of the OpenFocus comparison stack")
+    p.add_argument("--keep-outputs", metavar="DIR", help="copy the fused images of the OpenFocus comparison here")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
@@ -176,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_memory:
         out["memory"] = memory(args)
         print("memory", out["memory"], file=sys.stderr)
+    if args.openfocus:
+        out["openfocus"] = openfocus_compare(args)
+        print("openfocus", out["openfocus"], file=sys.stderr)
     text = json.dumps(out, indent=2)
     if args.json:
         dst = Path(args.json)
