@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     g.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up steps")
     g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="gradient norm clip (0: off)")
+    g.add_argument("--colour-loss", type=float, default=d.colour_loss,
+                   help="weight of the L1 loss of the softmax-weighted colour against the AiF image (0: off)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed for data, init and dropout")
     g = p.add_argument_group("performance")
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
@@ -75,6 +77,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         invalid_prob=args.invalid_prob, max_invalid=args.max_invalid, shuffle=not args.ordered,
         epoch_size=args.epoch_size, steps=args.steps, max_minutes=args.max_minutes, batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
+        colour_loss=args.colour_loss,
         amp=args.amp, device=args.device, threads=args.threads, workers=args.workers, seed=args.seed,
         ckpt_every_s=args.ckpt_every, log_every=args.log_every, val_every=args.val_every, val_count=args.val_count,
         val_size=args.val_size, resume=not args.no_resume,

@@ -60,6 +60,10 @@ class TrainConfig:
         steps: optimiser steps in total (the schedule spans them).
         max_minutes: stop (after checkpointing) once this much wall time has passed; 0 = no limit.
         batch_size, lr, weight_decay, warmup_steps, min_lr_ratio, grad_clip: optimisation.
+        colour_loss: weight of an L1 loss between the softmax-weighted colour of the layers and the AiF image (ours,
+            classification head only). Cross-entropy treats every wrong layer alike; this term costs what a wrong
+            pick costs in colour, so in flat regions any valid layer is fine but an exposure-shifted or noisy one
+            is not.
         amp: "auto" (bf16 on GPUs that support it, else fp16; none on CPU), "bf16", "fp16" or "none".
         device: "auto", "cpu", "cuda", "cuda:1"...; under torchrun the local rank's GPU.
         threads: torch CPU threads (0 = leave torch's default).
@@ -91,6 +95,7 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
+    colour_loss: float = 0.0
     amp: str = "auto"
     device: str = "auto"
     threads: int = 0
@@ -135,22 +140,31 @@ def _predict_index(model_cfg, logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(1)
 
 
+def _colour_loss(logits: torch.Tensor, layers: torch.Tensor, aif: torch.Tensor) -> torch.Tensor:
+    # logits (B, N, H, W), layers (B, N, 3, H, W), aif (B, 3, H, W): L1 of the soft gather against the AiF image
+    fused = torch.einsum("bnhw,bnchw->bchw", logits.softmax(1), layers)  # (B, 3, H, W)
+    return (fused - aif).abs().mean()
+
+
 def train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer, *, device: torch.device,
                autocast_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
-               grad_clip: float = 1.0) -> dict[str, float]:
+               grad_clip: float = 1.0, colour_loss: float = 0.0) -> dict[str, float]:
     """One optimisation step on a batch from :func:`~stackmff.data.datasets.collate_stacks`.
 
     Returns:
         ``{"loss", "acc"}`` (pixel accuracy of the predicted index).
     """
     cfg = (model.module if isinstance(model, DistributedDataParallel) else model).cfg
-    x = luma_batch(batch["layers"].to(device, non_blocking=True))  # (B, N, H, W)
+    layers = batch["layers"].to(device, non_blocking=True)  # (B, N, 3, H, W)
+    x = luma_batch(layers)  # (B, N, H, W)
     index = batch["index"].to(device, non_blocking=True)  # (B, H, W)
     model.train()
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         logits = model(x)
     logits = logits.float()
     loss = _loss(cfg, logits, index)
+    if colour_loss > 0 and cfg.head == "classify":
+        loss = loss + colour_loss * _colour_loss(logits, layers, batch["aif"].to(device, non_blocking=True))
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -374,7 +388,7 @@ def train(cfg: TrainConfig) -> Path:
         sampler.set_epoch(epoch, skip=step - epoch * per_epoch if step > epoch * per_epoch else 0)
         for batch in loader:
             m = train_step(net, batch, opt, device=device, autocast_dtype=ac_dtype, scaler=scaler,
-                           grad_clip=cfg.grad_clip)
+                           grad_clip=cfg.grad_clip, colour_loss=cfg.colour_loss)
             sched.step()
             step += 1
             run_loss, run_acc, run_n = run_loss + m["loss"], run_acc + m["acc"], run_n + 1

@@ -13,7 +13,7 @@ from stackmff.cli import main as cli_main
 from stackmff.data.datasets import ProceduralStacks, collate_stacks
 from stackmff.models.inference import load_model
 from stackmff.models.registry import create_model
-from stackmff.models.train import TrainConfig, _loss, luma_batch, train, train_step
+from stackmff.models.train import TrainConfig, _colour_loss, _loss, luma_batch, train, train_step
 
 TINY = {"size": 32, "n_range": (2, 3), "epoch_size": 8, "batch_size": 2, "val_count": 2, "val_size": 32,
         "log_every": 1, "val_every": 2, "warmup_steps": 4, "device": "cpu", "threads": 1}
@@ -49,6 +49,31 @@ def test_one_step_decreases_loss_on_a_fixed_batch(name):
     assert out["loss"] == pytest.approx(before, rel=1e-5)
     assert 0.0 <= out["acc"] <= 1.0
     assert loss() < before
+
+
+def test_colour_loss_is_l1_of_the_soft_gather():
+    layers = torch.rand(2, 3, 3, 8, 8)
+    aif = torch.rand(2, 3, 8, 8)
+    pick = torch.randint(0, 3, (2, 8, 8))
+    logits = torch.nn.functional.one_hot(pick, 3).permute(0, 3, 1, 2).float() * 100  # (B, N, H, W), ~hard
+    gathered = layers.gather(1, pick[:, None, None].expand(-1, 1, 3, -1, -1))[:, 0]
+    torch.testing.assert_close(_colour_loss(logits, layers, aif), (gathered - aif).abs().mean())
+
+
+def test_step_with_colour_loss_decreases_it():
+    torch.manual_seed(0)
+    m = create_model("v3_small")
+    b = _fixed_batch()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    m.train()
+    with torch.no_grad():
+        logits = m(luma_batch(b["layers"]))
+        expect = float(_loss(m.cfg, logits, b["index"]) + 5.0 * _colour_loss(logits, b["layers"], b["aif"]))
+    first = train_step(m, b, opt, device=torch.device("cpu"), colour_loss=5.0)["loss"]
+    assert first == pytest.approx(expect, rel=1e-5)
+    for _ in range(2):
+        last = train_step(m, b, opt, device=torch.device("cpu"), colour_loss=5.0)["loss"]
+    assert last < first
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
