@@ -20,7 +20,7 @@ __all__ = ["fuse_stackmff_v3", "fuse_stackmff_v3_star"]
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_model(path: str, device: str):
+def _cached_model(path: str, device: str, mtime_ns: int):  # mtime in the key: a rewritten checkpoint is reloaded
     return load_model(path, device=device)
 
 
@@ -29,7 +29,10 @@ def _run(stack: np.ndarray, default: Path, *, weights: str | Path | None, device
     check_stack(stack)
     dev = resolve_device(device)
     path = Path(weights) if weights is not None else default
-    model = _cached_model(str(path.resolve()), str(dev))
+    if path.is_dir():
+        path = path / "model.pt"
+    mtime = path.stat().st_mtime_ns if path.is_file() else 0  # a missing file fails in load_model with a hint
+    model = _cached_model(str(path.resolve()), str(dev), mtime)
     res = fuse_stack_v3(stack, model, memory_budget_mb=memory_budget_mb, tile=tile, overlap=overlap, precision=precision)
     res.extras["weights"] = str(path)
     return res
