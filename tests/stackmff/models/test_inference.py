@@ -141,3 +141,21 @@ def test_star_head_gives_rounded_expected_index(tmp_path):
     p = lg.softmax(0)
     expect = torch.round((p * torch.arange(5.0)[:, None, None]).sum(0)).to(torch.int32).numpy()
     np.testing.assert_array_equal(res.index_map, expect)
+
+
+def test_shipped_weights_pick_the_sharp_layer():
+    import cv2
+
+    from stackmff.models.inference import DEFAULT_WEIGHTS
+
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip("no shipped weights")
+    rng = np.random.default_rng(0)
+    img = cv2.resize(rng.random((24, 32, 3)).astype(np.float32), (128, 96), interpolation=cv2.INTER_NEAREST)
+    img = np.clip(img + 0.1 * rng.standard_normal(img.shape).astype(np.float32), 0, 1).transpose(2, 0, 1)
+    blur = np.stack([cv2.GaussianBlur(c, (0, 0), 3) for c in img])  # the same scene, defocused everywhere
+    fm = get_fusion_method("stackmff_v3")
+    for stack, sharp in ((np.stack([blur, img]), 1), (np.stack([img, blur, blur]), 0)):
+        res = fm(stack, device="cpu")
+        assert (res.index_map == sharp).mean() > 0.95
+        assert np.array_equal(res.image, stack[res.index_map, :, np.arange(96)[:, None], np.arange(128)].transpose(2, 0, 1))
