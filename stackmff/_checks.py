@@ -48,7 +48,9 @@ def check_stack(stack: np.ndarray, name: str = "stack", min_layers: int = 2) -> 
     if h < 2 or w < 2:
         raise ShapeError(f"{name} layers must be at least 2x2 pixels, got {h}x{w}.")
     if not np.issubdtype(stack.dtype, np.floating):
-        raise StackMFFError(f"{name} must be a float array in [0, 1], got dtype {stack.dtype}; load it with stackmff.io.")
+        raise StackMFFError(
+            f"{name} must be a float array in [0, 1], got dtype {stack.dtype}; load it with stackmff.io."
+        )
 
 
 def check_choice(value: str, choices: Sequence[str], name: str) -> None:

@@ -261,7 +261,9 @@ def align_stack(
     if reference is None:
         reference = n // 2
     if not isinstance(reference, (int, np.integer)) or not -n <= int(reference) < n:
-        raise StackMFFError(f"reference must be a layer index in [0, {n - 1}], got {reference!r}; omit it for the middle layer.")
+        raise StackMFFError(
+            f"reference must be a layer index in [0, {n - 1}], got {reference!r}; omit it for the middle layer."
+        )
     reference = int(reference) % n
     if max_size < 2 * _COARSEST:
         raise StackMFFError(f"max_size must be at least {2 * _COARSEST} pixels, got {max_size}.")
@@ -328,9 +330,13 @@ def load_transforms(path: str | os.PathLike) -> dict:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise StackMFFError(f"transforms file {path} does not exist; check the path or save one with --save-transforms") from None
+        raise StackMFFError(
+            f"transforms file {path} does not exist; check the path or save one with --save-transforms"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StackMFFError(f"transforms file {path} is not valid JSON ({exc.__class__.__name__}); re-create it with --save-transforms") from None
+        raise StackMFFError(
+            f"transforms file {path} is not valid JSON ({exc.__class__.__name__}); re-create it with --save-transforms"
+        ) from None
     _validate_transforms(data, str(path))
     return data
 
@@ -371,7 +377,9 @@ def _validate_transforms(data: Any, where: str) -> None:
             raise bad(f"layer {i} gain/offset must be equal-length lists of numbers")
 
 
-def _transforms_from(src: str | os.PathLike | dict | AlignResult, *, n: int, c: int, size: tuple[int, int]) -> AlignResult:
+def _transforms_from(
+    src: str | os.PathLike | dict | AlignResult, *, n: int, c: int, size: tuple[int, int]
+) -> AlignResult:
     """Turn a transforms file/dict/result into an estimate for a stack of ``n`` layers of ``size``."""
     if isinstance(src, AlignResult):
         data = src.to_dict()
@@ -393,7 +401,9 @@ def _transforms_from(src: str | os.PathLike | dict | AlignResult, *, n: int, c: 
     for i, x in enumerate(layers):
         g, o = np.asarray(x.get("gain", [1.0]), float), np.asarray(x.get("offset", [0.0]), float)
         if g.size not in (1, c):
-            raise StackMFFError(f"transforms {where} have {g.size}-channel gains but the stack has {c} channels; estimate new ones")
+            raise StackMFFError(
+                f"transforms {where} have {g.size}-channel gains but the stack has {c} channels; estimate new ones"
+            )
         gains[i], offsets[i] = g, o
     h0, w0 = data["height"], data["width"]
     if (h0, w0) != size and h0 > 0 and w0 > 0:
@@ -553,6 +563,7 @@ def _phase_init(tmpl: np.ndarray, inp: np.ndarray) -> np.ndarray:
 
 def _feature_init(tmpl: np.ndarray, inp: np.ndarray, mode: str) -> np.ndarray | None:
     """ORB + RANSAC estimate (template -> input coordinates) on two luma images; None when it finds too little."""
+
     def u8(x: np.ndarray) -> np.ndarray:
         lo, hi = np.percentile(x, (0.5, 99.5))
         return np.clip((x - lo) * (255.0 / max(hi - lo, 1e-6)), 0, 255).astype(np.uint8)
@@ -651,7 +662,11 @@ def _estimate(
         shift = _max_corner_shift(full, (h, w))
         ok = all(np.isfinite(scores[i]) for i in links)
         if ok and shift <= skip_tolerance:
-            log.info("stack already registered (largest corner shift %.2f px <= %.2f): alignment skipped", shift, skip_tolerance)
+            log.info(
+                "stack already registered (largest corner shift %.2f px <= %.2f): alignment skipped",
+                shift,
+                skip_tolerance,
+            )
             res = _identity(n, c, reference, (h, w), mode=model, skipped=True)
             res.scores = scores
             return res
@@ -665,7 +680,11 @@ def _estimate(
             j = anchor_of[j]
         anchor_of[i] = j
         if i in pre and abs(i - j) == 1:
-            wlink, cc = (pre[i], scores[i]) if check == 0 else _ecc_pyramid(pyrs[j], pyrs[i], pre[i], model, start_level=check - 1)
+            wlink, cc = (
+                (pre[i], scores[i])
+                if check == 0
+                else _ecc_pyramid(pyrs[j], pyrs[i], pre[i], model, start_level=check - 1)
+            )
         else:
             wlink, cc = _ecc_pyramid(pyrs[j], pyrs[i], coarse_init(i, j), model)
         problem = _link_problem(wlink, cc, wsize, limits)
@@ -678,7 +697,9 @@ def _estimate(
                     wlink, cc, problem = w2, cc2, p2
         scores[i] = cc
         if problem is not None:
-            log.warning("alignment of layer %d to layer %d failed (%s); %s", i, j, problem, "it gets its neighbour's transform")
+            log.warning(
+                "alignment of layer %d to layer %d failed (%s); %s", i, j, problem, "it gets its neighbour's transform"
+            )
             failed.append(i)
             wlink = np.eye(3)
         links[i] = wlink
@@ -798,13 +819,17 @@ def _fit_gain(layer: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return gains
 
 
-def _apply(images: np.ndarray, est: AlignResult, *, frame: str, drop_failed: bool, match_brightness: bool) -> AlignResult:
+def _apply(
+    images: np.ndarray, est: AlignResult, *, frame: str, drop_failed: bool, match_brightness: bool
+) -> AlignResult:
     n, c, h, w = images.shape
     ref = est.reference
     mats = est.matrices
     kept = [i for i in range(n) if not (drop_failed and i in est.failed and i != ref)]
     if drop_failed and est.failed:
-        log.warning("dropping %d layer(s) whose alignment failed: %s", len([i for i in est.failed if i != ref]), est.failed)
+        log.warning(
+            "dropping %d layer(s) whose alignment failed: %s", len([i for i in est.failed if i != ref]), est.failed
+        )
     if frame == "crop":
         valid = np.ones((h, w), bool)
         for i in kept:
@@ -812,7 +837,9 @@ def _apply(images: np.ndarray, est: AlignResult, *, frame: str, drop_failed: boo
                 valid &= _coverage(mats[i], (h, w))
         x0, y0, cw, chh = _largest_inner_rect(valid)
         if cw * chh < 0.25 * h * w:
-            log.warning("layers overlap on only %dx%d of %dx%d pixels; check the alignment (or use frame='fill')", cw, chh, w, h)
+            log.warning(
+                "layers overlap on only %dx%d of %dx%d pixels; check the alignment (or use frame='fill')", cw, chh, w, h
+            )
     else:
         x0, y0, cw, chh = 0, 0, w, h
     shift = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]])
@@ -827,7 +854,9 @@ def _apply(images: np.ndarray, est: AlignResult, *, frame: str, drop_failed: boo
         mm = m @ shift
         flags = _INTERPOLATION | cv2.WARP_INVERSE_MAP
         if abs(mm[2, 0]) < 1e-12 and abs(mm[2, 1]) < 1e-12:
-            warped = cv2.warpAffine(src, (mm[:2] / mm[2, 2]).astype(np.float64), (cw, chh), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+            warped = cv2.warpAffine(
+                src, (mm[:2] / mm[2, 2]).astype(np.float64), (cw, chh), flags=flags, borderMode=cv2.BORDER_REPLICATE
+            )
         else:
             warped = cv2.warpPerspective(src, mm, (cw, chh), flags=flags, borderMode=cv2.BORDER_REPLICATE)
         warped = warped.reshape(chh, cw, c)
@@ -841,7 +870,9 @@ def _apply(images: np.ndarray, est: AlignResult, *, frame: str, drop_failed: boo
         gains, offsets = _match_brightness(out, kept.index(ref) if ref in kept else None, kept, gains, offsets)
     for o, i in enumerate(kept):
         if not (np.allclose(gains[i], 1) and np.allclose(offsets[i], 0)):
-            out[o] = np.clip(out[o] * gains[i][:, None, None].astype(np.float32) + offsets[i][:, None, None].astype(np.float32), 0, 1)
+            out[o] = np.clip(
+                out[o] * gains[i][:, None, None].astype(np.float32) + offsets[i][:, None, None].astype(np.float32), 0, 1
+            )
     return AlignResult(
         images=out,
         mode=est.mode,

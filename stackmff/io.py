@@ -324,7 +324,9 @@ def save_image(
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
-        raise StackMFFError(f"output {path} has unknown extension {ext or '(none)'}; use .png, .jpg, .tif, .bmp or .webp")
+        raise StackMFFError(
+            f"output {path} has unknown extension {ext or '(none)'}; use .png, .jpg, .tif, .bmp or .webp"
+        )
     if path.exists() and not overwrite:
         raise StackMFFError(f"output {path} exists; pass --overwrite to replace it or choose another name")
     if ext in (".jpg", ".jpeg", ".bmp", ".webp") and bit_depth == 16:

@@ -141,7 +141,9 @@ class ExternalTool:
             raise StackMFFError(f"{self.name} needs at least 2 layer files, got {len(files)}; pass the whole stack")
         missing = self.missing()
         if missing:
-            raise StackMFFError(f"{self.name} is not installed ({', '.join(missing)} not on PATH); install it or drop it")
+            raise StackMFFError(
+                f"{self.name} is not installed ({', '.join(missing)} not on PATH); install it or drop it"
+            )
         t0 = time.perf_counter()
         peak_kb = 0.0
         with tempfile.TemporaryDirectory(prefix=f"stackmff-{self.name}-") as tmp:
@@ -166,7 +168,9 @@ class ExternalTool:
                 raise StackMFFError(f"{self.name} finished but wrote no {output.name}; check the adapter's command")
             image, bits = _read_output(output)
         seconds = time.perf_counter() - t0
-        return PeerRun(image=image, seconds=seconds, peak_mb=peak_kb / 1024.0 if peak_kb else float("nan"), bit_depth=bits)
+        return PeerRun(
+            image=image, seconds=seconds, peak_mb=peak_kb / 1024.0 if peak_kb else float("nan"), bit_depth=bits
+        )
 
     def _run(self, argv: list[str], cwd: Path) -> float:
         """Run one step; return the child's peak resident memory in KiB (0 when unknown)."""
@@ -324,7 +328,9 @@ def tool_from_config(name: str, config: Mapping[str, object], *, base: ExternalT
         if key == "command" or key == "version":
             values[key] = tuple(str(v) for v in _as_list(value, f"{name}.{key}"))
         elif key == "align":
-            values[key] = tuple(tuple(str(v) for v in _as_list(step, f"{name}.align")) for step in _as_list(value, name))
+            values[key] = tuple(
+                tuple(str(v) for v in _as_list(step, f"{name}.align")) for step in _as_list(value, name)
+            )
         elif key == "timeout_s":
             values[key] = float(value)  # type: ignore[arg-type]
         else:

@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=args.json.parent, suffix=".json")
         with os.fdopen(fd, "w") as f:
-            json.dump({"cpu_count": os.cpu_count(), "opencv_threads": cv2.getNumThreads(), "results": rows}, f, indent=2)
+            json.dump(
+                {"cpu_count": os.cpu_count(), "opencv_threads": cv2.getNumThreads(), "results": rows}, f, indent=2
+            )
         os.replace(tmp, args.json)
     return 0
 

@@ -79,8 +79,14 @@ def throughput(model: StackMFFV3, n: int, h: int, w: int, *, reps: int = 1, budg
         res = fuse_stack_v3(st, model, memory_budget_mb=budget_mb)
         times.append(time.perf_counter() - t0)
     sec = float(np.median(times))
-    return {"layers": n, "height": h, "width": w, "seconds": round(sec, 3),
-            "layer_mp_per_s": round(n * h * w / 1e6 / sec, 4), "tile": res.extras["tile"]}
+    return {
+        "layers": n,
+        "height": h,
+        "width": w,
+        "seconds": round(sec, 3),
+        "layer_mp_per_s": round(n * h * w / 1e6 / sec, 4),
+        "tile": res.extras["tile"],
+    }
 
 
 @torch.inference_mode()
@@ -98,8 +104,14 @@ def reference(model: StackMFFV3, n: int, size: int, *, reps: int = 1) -> dict:
     fast = throughput(model, n, size, size, reps=reps)
     res = fuse_stack_v3(st, model)
     t = float(np.median(t_ref))
-    return {"layers": n, "size": size, "reference_seconds": round(t, 3), "fast_seconds": fast["seconds"],
-            "speedup": round(t / fast["seconds"], 2), "index_agreement": float((res.index_map == idx_ref).mean())}
+    return {
+        "layers": n,
+        "size": size,
+        "reference_seconds": round(t, 3),
+        "fast_seconds": fast["seconds"],
+        "speedup": round(t / fast["seconds"], 2),
+        "index_agreement": float((res.index_map == idx_ref).mean()),
+    }
 
 
 def _memory_child(args: argparse.Namespace) -> None:
@@ -123,9 +135,22 @@ def _memory_child(args: argparse.Namespace) -> None:
     th.join()
     peak[0] = max(peak[0], _rss_anon_mb())
     n, _, h, w = st.shape
-    print(json.dumps({"layers": n, "height": h, "width": w, "budget_mb": args.budget, "seconds": round(sec, 1),
-                      "layer_mp_per_s": round(n * h * w / 1e6 / sec, 4), "peak_anon_mb": round(peak[0], 1),
-                      "baseline_anon_mb": round(base, 1), "tile": res.extras["tile"], "overlap": res.extras["overlap"]}))
+    print(
+        json.dumps(
+            {
+                "layers": n,
+                "height": h,
+                "width": w,
+                "budget_mb": args.budget,
+                "seconds": round(sec, 1),
+                "layer_mp_per_s": round(n * h * w / 1e6 / sec, 4),
+                "peak_anon_mb": round(peak[0], 1),
+                "baseline_anon_mb": round(base, 1),
+                "tile": res.extras["tile"],
+                "overlap": res.extras["overlap"],
+            }
+        )
+    )
 
 
 def memory(args: argparse.Namespace) -> dict:
@@ -139,8 +164,19 @@ def memory(args: argparse.Namespace) -> dict:
             mm[k] = np.resize(rng.random((3, 64, w), dtype=np.float32), (3, h, w))
         mm.flush()
         del mm
-        cmd = [sys.executable, "-m", "pipelines.benchmarks.v3_speed", "--memory-child", str(path),
-               "--variant", args.variant, "--threads", str(args.threads), "--budget", str(args.budget)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pipelines.benchmarks.v3_speed",
+            "--memory-child",
+            str(path),
+            "--variant",
+            args.variant,
+            "--threads",
+            str(args.threads),
+            "--budget",
+            str(args.budget),
+        ]
         if args.weights:
             cmd += ["--weights", args.weights]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -163,8 +199,14 @@ def openfocus_compare(args: argparse.Namespace) -> dict:
     from stackmff.data.datasets import ProceduralStacks
     from stackmff.data.synthesis import inject_invalid_layers
 
-    ds = ProceduralStacks(1, size=(args.of_size, args.of_size), n_range=(args.of_layers, args.of_layers),
-                          invalid_prob=0.0, shuffle=False, seed=4242)
+    ds = ProceduralStacks(
+        1,
+        size=(args.of_size, args.of_size),
+        n_range=(args.of_layers, args.of_layers),
+        invalid_prob=0.0,
+        shuffle=False,
+        seed=4242,
+    )
     st = ds.draw(0)
     inv = st
     rng = np.random.default_rng(0)
@@ -182,17 +224,39 @@ def openfocus_compare(args: argparse.Namespace) -> dict:
                 cv2.imwrite(str(d / f"{k:02d}.png"), u8)
             ours = Path(tmp) / f"ours_{case}.png"
             theirs = Path(tmp) / f"of_{case}.png"
-            code = ("import sys, torch; torch.set_num_threads(int(sys.argv[4])); from stackmff.fusion.run import "
-                    "fuse_to_file; fuse_to_file(sys.argv[1], sys.argv[2], 'stackmff_v3', "
-                    "method_options={'weights': sys.argv[3] or None, 'device': 'cpu'})")
-            t_ours, _ = _run_timed([sys.executable, "-c", code, str(d), str(ours), args.weights or "", str(args.threads)])
-            t_of, _ = _run_timed([args.openfocus, "-i", str(d), "-o", str(theirs), "-m", "stackmffv3", "--cpu",
-                                  "--align", "none", "--threads", str(args.threads)], env)
+            code = (
+                "import sys, torch; torch.set_num_threads(int(sys.argv[4])); from stackmff.fusion.run import "
+                "fuse_to_file; fuse_to_file(sys.argv[1], sys.argv[2], 'stackmff_v3', "
+                "method_options={'weights': sys.argv[3] or None, 'device': 'cpu'})"
+            )
+            t_ours, _ = _run_timed(
+                [sys.executable, "-c", code, str(d), str(ours), args.weights or "", str(args.threads)]
+            )
+            t_of, _ = _run_timed(
+                [
+                    args.openfocus,
+                    "-i",
+                    str(d),
+                    "-o",
+                    str(theirs),
+                    "-m",
+                    "stackmffv3",
+                    "--cpu",
+                    "--align",
+                    "none",
+                    "--threads",
+                    str(args.threads),
+                ],
+                env,
+            )
             res = {}
             for who, path, sec in (("ours", ours, t_ours), ("openfocus", theirs, t_of)):
                 img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
                 img = img[..., ::-1].astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)
-                res[who] = {"seconds": round(sec, 2), "psnr": round(float(peak_signal_noise_ratio(aif, img, data_range=1.0)), 2)}
+                res[who] = {
+                    "seconds": round(sec, 2),
+                    "psnr": round(float(peak_signal_noise_ratio(aif, img, data_range=1.0)), 2),
+                }
             out[case] = res
             if args.keep_outputs:
                 for f in (ours, theirs):
@@ -201,8 +265,9 @@ def openfocus_compare(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--variant", default="v3", help="registered variant (random weights: speed does not depend on them)")
     p.add_argument("--weights", help="checkpoint instead of a random variant")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -231,8 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     model = _model(args.variant, args.weights)
-    out: dict = {"variant": args.variant, "weights": args.weights, "threads": args.threads,
-                 "torch": torch.__version__, "cpu_count": os.cpu_count()}
+    out: dict = {
+        "variant": args.variant,
+        "weights": args.weights,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+    }
     if not args.skip_reference:
         out["reference"] = reference(model, args.ref_layers, args.ref_size, reps=args.reps)
         print("reference", out["reference"], file=sys.stderr)

@@ -31,7 +31,9 @@ def prepare(params_file: str, root: str) -> str:
 @task(retries=2, retry_delay_seconds=[5, 30], task_run_name="extract {dataset}")
 def extract(params_file: str, dataset: str, root: str) -> str:
     r = Path(root)
-    extract_stage.run(load_params(params_file, "extract"), dataset, r / "data/raw" / dataset, r / "data/extracted" / dataset)
+    extract_stage.run(
+        load_params(params_file, "extract"), dataset, r / "data/raw" / dataset, r / "data/extracted" / dataset
+    )
     return str(r / "data/extracted" / dataset)
 
 

@@ -38,7 +38,9 @@ def run(params: DepthParams, dataset: str, extracted: str | Path, out: str | Pat
         status = {"dataset": dataset, "status": "absent"}
         write_json(out / "depth.json", status)
         return status
-    images = sorted((p for p in (extracted / "images").glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS), key=natural_key)
+    images = sorted(
+        (p for p in (extracted / "images").glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS), key=natural_key
+    )
     (out / "images").mkdir(exist_ok=True)
     (out / "depth").mkdir(exist_ok=True)
     missing = []

@@ -47,7 +47,11 @@ def run(params: EvaluateParams, method: str, benchmark: str | Path, fused: str |
             if exc.name not in ("metrics.evaluate", "metrics"):
                 raise
             raise StackMFFError("metrics.evaluate is not in this checkout; the evaluate stage needs it") from None
-        df = evaluate_tree(fused, benchmark_root=Path(benchmark), method=method, metrics=params.metrics or None,
+        df = evaluate_tree(
+            fused,
+            benchmark_root=Path(benchmark),
+            method=method,
+            metrics=params.metrics or None,
             on_size_mismatch=params.on_size_mismatch,
         )
         df = df.loc[:, list(TIDY_COLUMNS)]

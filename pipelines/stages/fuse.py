@@ -251,7 +251,14 @@ def run(
     for sc in scenes:
         log.info("%s: %s/%s (%d layers)", method, sc.dataset, sc.scene, len(sc.files))
         rec = fuse_scene(
-            sc, out, method, kind=kind, align=align, options=options, index_maps=params.index_maps, imported=imported_dir
+            sc,
+            out,
+            method,
+            kind=kind,
+            align=align,
+            options=options,
+            index_maps=params.index_maps,
+            imported=imported_dir,
         )
         summary["scenes"].append(rec)
     bad = [r for r in summary["scenes"] if r["status"] != "ok"]

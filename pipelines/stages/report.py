@@ -56,9 +56,7 @@ def _primary(params: ReportParams, dataset: str, available: Sequence[str]) -> st
     return available[0] if available else None
 
 
-def _scene_views(
-    runs: pd.DataFrame, fused: Path, benchmarks: Path, params: ReportParams
-) -> list[SceneView]:
+def _scene_views(runs: pd.DataFrame, fused: Path, benchmarks: Path, params: ReportParams) -> list[SceneView]:
     """Pick up to ``params.max_scenes`` scenes, round-robin over datasets, with every method's image."""
     ok = runs[(runs["scene_status"] == "ok") & runs["scene"].notna()] if "scene_status" in runs else runs.iloc[0:0]
     keys = ok.drop_duplicates(["benchmark", "dataset", "scene"])[["benchmark", "dataset", "scene", "layers"]]
@@ -75,7 +73,9 @@ def _scene_views(
     for row in picked:
         if row.benchmark not in gts:
             try:
-                gts[row.benchmark] = {(s.dataset, s.scene): s.ground_truth for s in find_stack_scenes(benchmarks / row.benchmark)}
+                gts[row.benchmark] = {
+                    (s.dataset, s.scene): s.ground_truth for s in find_stack_scenes(benchmarks / row.benchmark)
+                }
             except StackMFFError:
                 gts[row.benchmark] = {}
         methods = ok[(ok["benchmark"] == row.benchmark) & (ok["dataset"] == row.dataset) & (ok["scene"] == row.scene)]
@@ -89,7 +89,11 @@ def _scene_views(
             if imap.is_file():
                 maps[m] = imap
         layers = int(row.layers) if row.layers == row.layers else None
-        views.append(SceneView(row.dataset, str(row.scene), images, maps, gts[row.benchmark].get((row.dataset, row.scene)), layers))
+        views.append(
+            SceneView(
+                row.dataset, str(row.scene), images, maps, gts[row.benchmark].get((row.dataset, row.scene)), layers
+            )
+        )
     return views
 
 

@@ -46,7 +46,9 @@ def _procedural(params: SplitParams, seed: int, count: int) -> Iterator[tuple[st
         yield f"{i:04d}", scene.image, scene.disparity
 
 
-def _extracted(params: SplitParams, depth_root: Path, dataset: str, seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+def _extracted(
+    params: SplitParams, depth_root: Path, dataset: str, seed: int
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Random crops of extracted images with their depth (``<depth_root>/<dataset>/{images,depth}/``)."""
     images = depth_root / dataset / "images"
     depths = depth_root / dataset / "depth"

@@ -51,8 +51,15 @@ def train_config(params: TrainParams, base: BaseParams, variant: str, data: Path
     return replace(cfg, out_dir=str(out), data=str(data), init_from=init_from)
 
 
-def run(params: TrainParams, base: BaseParams, variant: str, data: str | Path, out: str | Path, *,
-        init: str | Path | None = None) -> Path:
+def run(
+    params: TrainParams,
+    base: BaseParams,
+    variant: str,
+    data: str | Path,
+    out: str | Path,
+    *,
+    init: str | Path | None = None,
+) -> Path:
     """Train ``variant`` on ``data`` into ``out``; returns the inference checkpoint ``out/model.pt``."""
     from stackmff.models.train import train
 

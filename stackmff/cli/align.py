@@ -48,12 +48,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     io = p.add_argument_group("input/output")
     io.add_argument("inputs", nargs="+", metavar="INPUT", help="a folder of layers, image files, or a multi-page TIFF")
-    io.add_argument("-o", "--output", required=True, metavar="OUTDIR", help=f"writes the aligned layers and {TRANSFORMS_NAME}")
+    io.add_argument(
+        "-o", "--output", required=True, metavar="OUTDIR", help=f"writes the aligned layers and {TRANSFORMS_NAME}"
+    )
     io.add_argument("--ext", default=".png", help="extension of the aligned layers (.png/.tif keep 16 bits)")
     io.add_argument("--overwrite", action="store_true", help="replace existing files in OUTDIR")
     io.add_argument("--json", action="store_true", help="print the alignment summary on stdout")
     a = p.add_argument_group("alignment")
-    a.add_argument("--mode", choices=ALIGN_MODES, default="auto", help="motion model; auto = similarity, skipped when registered")
+    a.add_argument(
+        "--mode", choices=ALIGN_MODES, default="auto", help="motion model; auto = similarity, skipped when registered"
+    )
     add_alignment_options(a)
     a.add_argument("--no-brightness", action="store_true", help="do not match the layers' brightness to the reference")
     p.set_defaults(func=_cmd_align)
@@ -94,6 +98,8 @@ def _cmd_align(args: argparse.Namespace) -> int:
         json.dump(summary, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        what = "already registered, copied" if res.skipped else f"{res.mode}, max shift {summary['max_shift_px']:.1f} px"
+        what = (
+            "already registered, copied" if res.skipped else f"{res.mode}, max shift {summary['max_shift_px']:.1f} px"
+        )
         print(f"wrote {len(res.kept)} layers to {out} ({what}, {res.seconds:.2f} s)", file=sys.stderr)
     return 0

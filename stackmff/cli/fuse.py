@@ -67,7 +67,9 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
     o.add_argument("--overwrite", action="store_true", help="replace existing output files")
     o.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     if single:
-        o.add_argument("--index-map", metavar="PATH", help="also write the source-layer index map (16-bit PNG + preview)")
+        o.add_argument(
+            "--index-map", metavar="PATH", help="also write the source-layer index map (16-bit PNG + preview)"
+        )
         o.add_argument("--bit-depth", type=int, choices=(8, 16), help="output bit depth (default: that of the input)")
     else:
         o.add_argument("--ext", default=".png", help="extension of the fused images")
@@ -123,7 +125,10 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     )
     _emit(args, summary)
     if not args.json:
-        print(f"wrote {args.output} ({summary['layers']} layers, {args.method}, {summary['seconds']:.2f} s)", file=sys.stderr)
+        print(
+            f"wrote {args.output} ({summary['layers']} layers, {args.method}, {summary['seconds']:.2f} s)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -131,8 +136,15 @@ def _cmd_fuse_dataset(args: argparse.Namespace) -> int:
     from ..fusion.run import fuse_dataset
 
     s = fuse_dataset(
-        args.root, args.output, args.method, datasets=args.datasets, ext=args.ext, overwrite=args.overwrite,
-        align=args.align, progress=not args.no_progress, method_options=_method_options(args),
+        args.root,
+        args.output,
+        args.method,
+        datasets=args.datasets,
+        ext=args.ext,
+        overwrite=args.overwrite,
+        align=args.align,
+        progress=not args.no_progress,
+        method_options=_method_options(args),
     )
     _emit(args, s)
     return 0
@@ -142,8 +154,15 @@ def _cmd_fuse_pairs(args: argparse.Namespace) -> int:
     from ..fusion.run import fuse_pairs
 
     s = fuse_pairs(
-        args.root, args.output, args.method, datasets=args.datasets, ext=args.ext, overwrite=args.overwrite,
-        align=args.align, progress=not args.no_progress, method_options=_method_options(args),
+        args.root,
+        args.output,
+        args.method,
+        datasets=args.datasets,
+        ext=args.ext,
+        overwrite=args.overwrite,
+        align=args.align,
+        progress=not args.no_progress,
+        method_options=_method_options(args),
     )
     _emit(args, s)
     return 0
@@ -152,7 +171,11 @@ def _cmd_fuse_pairs(args: argparse.Namespace) -> int:
 def _cmd_methods(args: argparse.Namespace) -> int:
     methods = list_methods()
     if args.json:
-        json.dump([{"name": m.name, "description": m.description, "learned": m.learned} for m in methods], sys.stdout, indent=2)
+        json.dump(
+            [{"name": m.name, "description": m.description, "learned": m.learned} for m in methods],
+            sys.stdout,
+            indent=2,
+        )
         sys.stdout.write("\n")
         return 0
     width = max((len(m.name) for m in methods), default=0)

@@ -15,9 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ..models.train import TrainConfig
 
     d = TrainConfig()
-    p = sub.add_parser("train", help="train or fine-tune the StackMFF V3 network",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Train StackMFF V3. Multi-GPU: torchrun --nproc-per-node=K -m stackmff train ...")
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune the StackMFF V3 network",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train StackMFF V3. Multi-GPU: torchrun --nproc-per-node=K -m stackmff train ...",
+    )
     g = p.add_argument_group("model")
     g.add_argument("--model", default=d.model, help="registered variant (v3, v3_small, v3_star, v3_norope)")
     g.add_argument("--model-option", action="append", metavar="KEY=VALUE", help="override a config field, repeatable")
@@ -39,8 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     g.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up steps")
     g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="gradient norm clip (0: off)")
-    g.add_argument("--colour-loss", type=float, default=d.colour_loss,
-                   help="weight of the L1 loss of the softmax-weighted colour against the AiF image (0: off)")
+    g.add_argument(
+        "--colour-loss",
+        type=float,
+        default=d.colour_loss,
+        help="weight of the L1 loss of the softmax-weighted colour against the AiF image (0: off)",
+    )
     g.add_argument("--seed", type=int, default=d.seed, help="seed for data, init and dropout")
     g = p.add_argument_group("performance")
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
@@ -72,15 +79,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ..models.train import TrainConfig, train
 
     cfg = TrainConfig(
-        out_dir=args.out_dir, model=args.model, model_options=_model_options(args.model_option),
-        init_from=args.init_from, data=args.data, mode=args.mode, size=args.size, n_range=tuple(args.n_range),
-        invalid_prob=args.invalid_prob, max_invalid=args.max_invalid, shuffle=not args.ordered,
-        epoch_size=args.epoch_size, steps=args.steps, max_minutes=args.max_minutes, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
+        out_dir=args.out_dir,
+        model=args.model,
+        model_options=_model_options(args.model_option),
+        init_from=args.init_from,
+        data=args.data,
+        mode=args.mode,
+        size=args.size,
+        n_range=tuple(args.n_range),
+        invalid_prob=args.invalid_prob,
+        max_invalid=args.max_invalid,
+        shuffle=not args.ordered,
+        epoch_size=args.epoch_size,
+        steps=args.steps,
+        max_minutes=args.max_minutes,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        grad_clip=args.grad_clip,
         colour_loss=args.colour_loss,
-        amp=args.amp, device=args.device, threads=args.threads, workers=args.workers, seed=args.seed,
-        ckpt_every_s=args.ckpt_every, log_every=args.log_every, val_every=args.val_every, val_count=args.val_count,
-        val_size=args.val_size, resume=not args.no_resume,
+        amp=args.amp,
+        device=args.device,
+        threads=args.threads,
+        workers=args.workers,
+        seed=args.seed,
+        ckpt_every_s=args.ckpt_every,
+        log_every=args.log_every,
+        val_every=args.val_every,
+        val_count=args.val_count,
+        val_size=args.val_size,
+        resume=not args.no_resume,
     )
     path = train(cfg)
     print(json.dumps({"model": str(path)}), file=sys.stdout)

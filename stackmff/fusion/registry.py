@@ -108,5 +108,7 @@ def get_fusion_method(name: str) -> FusionMethod:
     """
     _load_all()
     if name not in _REGISTRY:
-        raise StackMFFError(f"unknown method {name!r}; choose one of: {', '.join(sorted(_REGISTRY))} (see `stackmff methods`)")
+        raise StackMFFError(
+            f"unknown method {name!r}; choose one of: {', '.join(sorted(_REGISTRY))} (see `stackmff methods`)"
+        )
     return _REGISTRY[name]

@@ -91,9 +91,7 @@ def fuse_to_file(
     t0 = time.perf_counter()
     stack = load_stack(inputs)
     t_load = time.perf_counter() - t0
-    result, info = fuse_loaded(
-        stack, method, align=align, method_options=method_options, align_options=align_options
-    )
+    result, info = fuse_loaded(stack, method, align=align, method_options=method_options, align_options=align_options)
     bits = bit_depth or stack.bit_depth
     save_image(output, result.image, bit_depth=bits, overwrite=overwrite)
     written = [str(output)]

@@ -101,7 +101,9 @@ def load_model(weights: str | Path | None = None, *, device: str | torch.device 
     if path.is_dir():  # a training output folder
         path = path / "model.pt"
     if not path.is_file():
-        raise StackMFFError(f"weights {path} not found; pass weights=PATH (--weights) or train some with `stackmff train`")
+        raise StackMFFError(
+            f"weights {path} not found; pass weights=PATH (--weights) or train some with `stackmff train`"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors carry long messages; keep one line
@@ -134,8 +136,16 @@ def _ceil32(x: int) -> int:
     return -(-x // 32) * 32
 
 
-def plan_tiles(h: int, w: int, n: int, cfg: StackMFFV3Config, *, memory_budget_mb: float = 1024,
-               tile: int | None = None, overlap: int | None = None) -> TilePlan:
+def plan_tiles(
+    h: int,
+    w: int,
+    n: int,
+    cfg: StackMFFV3Config,
+    *,
+    memory_budget_mb: float = 1024,
+    tile: int | None = None,
+    overlap: int | None = None,
+) -> TilePlan:
     """Choose tile size and chunking so that working memory stays within ``memory_budget_mb``.
 
     The budget covers band buffers (luma and blended logits for one band of tile rows), the encoder of one layer
@@ -214,8 +224,14 @@ def _pad_reflect(x: np.ndarray, hp: int, wp: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def predict_logits(model: StackMFFV3, lum: np.ndarray | torch.Tensor, *, layer_group: int | None = None,
-                   chunk_pixels: int = 8192, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+def predict_logits(
+    model: StackMFFV3,
+    lum: np.ndarray | torch.Tensor,
+    *,
+    layer_group: int | None = None,
+    chunk_pixels: int = 8192,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Per-layer logits of one luma stack (one tile), streaming layers through the encoder.
 
     Args:
@@ -260,7 +276,9 @@ def _as_layers(stack) -> tuple[int, int, int, int]:
         raise StackMFFError(f"stack must have at least 2 layers, got {n}; add more focus slices")
     first = np.asarray(stack[0]) if not hasattr(stack[0], "shape") else stack[0]
     if first.ndim != 3 or first.shape[0] not in (1, 3):
-        raise StackMFFError(f"stack layers must be (C, H, W) with C in (1, 3), got {tuple(first.shape)}; load with stackmff.io")
+        raise StackMFFError(
+            f"stack layers must be (C, H, W) with C in (1, 3), got {tuple(first.shape)}; load with stackmff.io"
+        )
     return n, *first.shape
 
 
@@ -298,14 +316,25 @@ def fuse_stack_v3(
     plan = plan_tiles(h, w, n, model.cfg, memory_budget_mb=memory_budget_mb, tile=tile, overlap=overlap)
 
     def logits_fn(lum: np.ndarray) -> np.ndarray:
-        return predict_logits(model, lum, layer_group=plan.layer_group, chunk_pixels=plan.chunk_pixels,
-                              autocast_dtype=ac).float().cpu().numpy()
+        return (
+            predict_logits(model, lum, layer_group=plan.layer_group, chunk_pixels=plan.chunk_pixels, autocast_dtype=ac)
+            .float()
+            .cpu()
+            .numpy()
+        )
 
     image, index, conf = _blend_tiles(stack, logits_fn, plan, regress=model.cfg.head == "regress")
     return FusionResult(
-        image=image, index_map=index, confidence=conf,
-        extras={"tile": plan.tile, "overlap": plan.overlap, "tiled": plan.tiled, "device": str(dev),
-                "precision": "bf16" if ac else "fp32"},
+        image=image,
+        index_map=index,
+        confidence=conf,
+        extras={
+            "tile": plan.tile,
+            "overlap": plan.overlap,
+            "tiled": plan.tiled,
+            "device": str(dev),
+            "precision": "bf16" if ac else "fp32",
+        },
     )
 
 

@@ -24,8 +24,17 @@ def _cached_model(path: str, device: str, mtime_ns: int):  # mtime in the key: a
     return load_model(path, device=device)
 
 
-def _run(stack: np.ndarray, default: Path, *, weights: str | Path | None, device: str | None,
-         memory_budget_mb: float, tile: int | None, overlap: int | None, precision: str) -> FusionResult:
+def _run(
+    stack: np.ndarray,
+    default: Path,
+    *,
+    weights: str | Path | None,
+    device: str | None,
+    memory_budget_mb: float,
+    tile: int | None,
+    overlap: int | None,
+    precision: str,
+) -> FusionResult:
     check_stack(stack)
     dev = resolve_device(device)
     path = Path(weights) if weights is not None else default
@@ -33,29 +42,65 @@ def _run(stack: np.ndarray, default: Path, *, weights: str | Path | None, device
         path = path / "model.pt"
     mtime = path.stat().st_mtime_ns if path.is_file() else 0  # a missing file fails in load_model with a hint
     model = _cached_model(str(path.resolve()), str(dev), mtime)
-    res = fuse_stack_v3(stack, model, memory_budget_mb=memory_budget_mb, tile=tile, overlap=overlap, precision=precision)
+    res = fuse_stack_v3(
+        stack, model, memory_budget_mb=memory_budget_mb, tile=tile, overlap=overlap, precision=precision
+    )
     res.extras["weights"] = str(path)
     return res
 
 
 @register_method("stackmff_v3", "StackMFF V3 network: per-pixel layer classification, colour gathered", learned=True)
-def fuse_stackmff_v3(stack: np.ndarray, *, weights: str | Path | None = None, device: str | None = None,
-                     memory_budget_mb: float = 1024, tile: int | None = None, overlap: int | None = None,
-                     precision: str = "auto") -> FusionResult:
+def fuse_stackmff_v3(
+    stack: np.ndarray,
+    *,
+    weights: str | Path | None = None,
+    device: str | None = None,
+    memory_budget_mb: float = 1024,
+    tile: int | None = None,
+    overlap: int | None = None,
+    precision: str = "auto",
+) -> FusionResult:
     """Fuse a ``(N, C, H, W)`` stack in [0, 1] with StackMFF V3 (any N >= 2, any layer order).
 
     Returns:
         FusionResult: image ``(C, H, W)``, index map ``(H, W)``, confidence ``(H, W)`` (max softmax probability).
     """
-    return _run(stack, DEFAULT_WEIGHTS, weights=weights, device=device, memory_budget_mb=memory_budget_mb, tile=tile,
-                overlap=overlap, precision=precision)
+    return _run(
+        stack,
+        DEFAULT_WEIGHTS,
+        weights=weights,
+        device=device,
+        memory_budget_mb=memory_budget_mb,
+        tile=tile,
+        overlap=overlap,
+        precision=precision,
+    )
 
 
-@register_method("stackmff_v3_star", "StackMFF V3-star: soft depth regression; layers must be in focus order",
-                 learned=True, ordered=True)
-def fuse_stackmff_v3_star(stack: np.ndarray, *, weights: str | Path | None = None, device: str | None = None,
-                          memory_budget_mb: float = 1024, tile: int | None = None, overlap: int | None = None,
-                          precision: str = "auto") -> FusionResult:
+@register_method(
+    "stackmff_v3_star",
+    "StackMFF V3-star: soft depth regression; layers must be in focus order",
+    learned=True,
+    ordered=True,
+)
+def fuse_stackmff_v3_star(
+    stack: np.ndarray,
+    *,
+    weights: str | Path | None = None,
+    device: str | None = None,
+    memory_budget_mb: float = 1024,
+    tile: int | None = None,
+    overlap: int | None = None,
+    precision: str = "auto",
+) -> FusionResult:
     """Fuse a focus-ordered ``(N, C, H, W)`` stack with V3-star (needs a checkpoint with ``head="regress"``)."""
-    return _run(stack, DEFAULT_STAR_WEIGHTS, weights=weights, device=device, memory_budget_mb=memory_budget_mb,
-                tile=tile, overlap=overlap, precision=precision)
+    return _run(
+        stack,
+        DEFAULT_STAR_WEIGHTS,
+        weights=weights,
+        device=device,
+        memory_budget_mb=memory_budget_mb,
+        tile=tile,
+        overlap=overlap,
+        precision=precision,
+    )

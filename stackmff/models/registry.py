@@ -73,5 +73,6 @@ def v3_star() -> StackMFFV3Config:
 @register_model
 def v3_small() -> StackMFFV3Config:
     """CPU variant (~0.3 M parameters): half widths, one block per stage, 8-dim tokens, no rotary positions."""
-    return StackMFFV3Config(dims=(16, 32, 64, 128), depths=(1, 1, 1, 1), attn_heads=2, ffn_dim=32, rope=False,
-                            drop_path_rate=0.0)
+    return StackMFFV3Config(
+        dims=(16, 32, 64, 128), depths=(1, 1, 1, 1), attn_heads=2, ffn_dim=32, rope=False, drop_path_rate=0.0
+    )

@@ -65,8 +65,11 @@ class ConvBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
-        if c.kernel_size == (1, 1) and c.stride == (1, 1) and c.groups == 1 and x.is_contiguous(
-            memory_format=torch.channels_last
+        if (
+            c.kernel_size == (1, 1)
+            and c.stride == (1, 1)
+            and c.groups == 1
+            and x.is_contiguous(memory_format=torch.channels_last)
         ):
             # a 1x1 conv on channels-last memory is one GEMM over pixels; torch's CPU conv takes a slow generic
             # path for it (and for the bias added after BN folding), so call linear on the (B, H, W, C) view
@@ -331,7 +334,9 @@ class StackMFFV3(nn.Module):
         r0, r1 = rows if rows is not None else (0, 4 * h)
         # low-res rows whose bilinear footprint covers full-res rows [r0 - 1, r1 + 1), plus one row of margin
         l0, l1 = max((r0 - 1) // 4 - 1, 0), min((r1 + 1 + 3) // 4 + 1, h)
-        up = F.interpolate(low[:, :, l0:l1], scale_factor=4, mode="bilinear", align_corners=False)  # (B', E, 4(l1-l0), W)
+        up = F.interpolate(
+            low[:, :, l0:l1], scale_factor=4, mode="bilinear", align_corners=False
+        )  # (B', E, 4(l1-l0), W)
         a, b = max(r0 - 1, 0), min(r1 + 1, 4 * h)
         up = up[:, :, a - 4 * l0 : b - 4 * l0]  # rows [a, b) of the whole-image upsampling
         # zero rows only at true image borders (the conv's own padding), zero columns on both sides; padding
@@ -343,7 +348,11 @@ class StackMFFV3(nn.Module):
 
     def interact(self, tokens: torch.Tensor) -> torch.Tensor:
         """Cross-layer attention and channel max: tokens ``(P, N, E)`` → logits ``(P, N)``."""
-        rope = rope_tables(tokens.shape[1], tokens.shape[2], device=tokens.device, dtype=tokens.dtype) if self.cfg.rope else None
+        rope = (
+            rope_tables(tokens.shape[1], tokens.shape[2], device=tokens.device, dtype=tokens.dtype)
+            if self.cfg.rope
+            else None
+        )
         for layer in self.attn_layers:
             tokens = layer(tokens, rope)
         return tokens.amax(dim=-1)
@@ -440,4 +449,3 @@ def remap_upstream_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Te
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-

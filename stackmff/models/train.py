@@ -146,9 +146,17 @@ def _colour_loss(logits: torch.Tensor, layers: torch.Tensor, aif: torch.Tensor) 
     return (fused - aif).abs().mean()
 
 
-def train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer, *, device: torch.device,
-               autocast_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
-               grad_clip: float = 1.0, colour_loss: float = 0.0) -> dict[str, float]:
+def train_step(
+    model: torch.nn.Module,
+    batch: dict,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip: float = 1.0,
+    colour_loss: float = 0.0,
+) -> dict[str, float]:
     """One optimisation step on a batch from :func:`~stackmff.data.datasets.collate_stacks`.
 
     Returns:
@@ -237,8 +245,14 @@ def _make_dataset(cfg: TrainConfig, *, val: bool = False):
         )
     if not Path(cfg.data).is_dir():
         raise StackMFFError(f"data must be 'procedural' or an existing dataset folder, got {cfg.data!r}")
-    return FolderStacks(cfg.data, size=cfg.size, shuffle=cfg.shuffle, invalid_prob=cfg.invalid_prob,
-                        max_invalid=cfg.max_invalid, seed=cfg.seed)
+    return FolderStacks(
+        cfg.data,
+        size=cfg.size,
+        shuffle=cfg.shuffle,
+        invalid_prob=cfg.invalid_prob,
+        max_invalid=cfg.max_invalid,
+        seed=cfg.seed,
+    )
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -278,9 +292,17 @@ def _set_rng_state(st: dict) -> None:
 def _save_full(path: Path, model: StackMFFV3, opt, sched, scaler, step: int, epoch: int, cfg: TrainConfig) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(
-        {"config": model.cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
-         "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-         "rng": _rng_state(), "step": step, "epoch": epoch, "train_config": asdict(cfg)},
+        {
+            "config": model.cfg.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict() if scaler else None,
+            "rng": _rng_state(),
+            "step": step,
+            "epoch": epoch,
+            "train_config": asdict(cfg),
+        },
         tmp,
     )
     os.replace(tmp, path)
@@ -325,8 +347,9 @@ def train(cfg: TrainConfig) -> Path:
     model = model.to(device).to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pool" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pool" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     ac_dtype, needs_scaler = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type) if needs_scaler else None
@@ -349,8 +372,14 @@ def train(cfg: TrainConfig) -> Path:
 
     ds = _make_dataset(cfg)
     sampler = _Batches(EqualNBatchSampler(ds, cfg.batch_size, seed=cfg.seed, drop_last=True), rank, world)
-    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_stacks, num_workers=cfg.workers,
-                        persistent_workers=False, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        ds,
+        batch_sampler=sampler,
+        collate_fn=collate_stacks,
+        num_workers=cfg.workers,
+        persistent_workers=False,
+        pin_memory=device.type == "cuda",
+    )
     val_batches = []
     if main_proc and cfg.val_count > 0:
         vds = _make_dataset(cfg, val=True)
@@ -363,8 +392,13 @@ def train(cfg: TrainConfig) -> Path:
         from dvclive import Live
 
         live = Live(str(out / "live"), resume=step > 0, save_dvc_exp=False, dvcyaml=False)
-        live.log_params({k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()
-                         if isinstance(v, (int, float, str, bool, tuple)) or v is None})
+        live.log_params(
+            {
+                k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in asdict(cfg).items()
+                if isinstance(v, (int, float, str, bool, tuple)) or v is None
+            }
+        )
         live.step = step
 
     t_start = time.monotonic()
@@ -387,8 +421,16 @@ def train(cfg: TrainConfig) -> Path:
     while step < cfg.steps and not stop:
         sampler.set_epoch(epoch, skip=step - epoch * per_epoch if step > epoch * per_epoch else 0)
         for batch in loader:
-            m = train_step(net, batch, opt, device=device, autocast_dtype=ac_dtype, scaler=scaler,
-                           grad_clip=cfg.grad_clip, colour_loss=cfg.colour_loss)
+            m = train_step(
+                net,
+                batch,
+                opt,
+                device=device,
+                autocast_dtype=ac_dtype,
+                scaler=scaler,
+                grad_clip=cfg.grad_clip,
+                colour_loss=cfg.colour_loss,
+            )
             sched.step()
             step += 1
             run_loss, run_acc, run_n = run_loss + m["loss"], run_acc + m["acc"], run_n + 1

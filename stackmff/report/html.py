@@ -136,15 +136,19 @@ def _scene_html(view: SceneView, crop: int, thumb: int) -> str:
     ref = gt if gt is not None else next(iter(fused.values()))
     h, w = ref.shape[:2]
     # methods that crop while aligning give other sizes: resize them to the reference frame for display only
-    same = {m: im if im.shape[:2] == (h, w) else cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA)
-            for m, im in fused.items()}
+    same = {
+        m: im if im.shape[:2] == (h, w) else cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA)
+        for m, im in fused.items()
+    }
     y, x, s = select_crop(list(same.values()), crop)
     scale = thumb / max(h, w)
     small = cv2.resize(ref, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     r = [round(v * scale) for v in (x, y, x + s, y + s)]
     cv2.rectangle(small, (r[0], r[1]), (r[2], r[3]), (255, 40, 40), 2)
-    figs = [f'<figure><img src="{_png_uri(small)}" alt="overview"><figcaption>{"ground truth" if gt is not None else "overview"}'
-            f" {w}×{h}, crop at ({x}, {y})</figcaption></figure>"]
+    figs = [
+        f'<figure><img src="{_png_uri(small)}" alt="overview"><figcaption>{"ground truth" if gt is not None else "overview"}'
+        f" {w}×{h}, crop at ({x}, {y})</figcaption></figure>"
+    ]
     disp = max(s, 160)
     if gt is not None:
         figs.append(_crop_fig(gt[y : y + s, x : x + s], "ground truth", disp))
@@ -228,13 +232,17 @@ def build_html(
     if plots:
         out.append('<h2>Plots</h2><div class="plots">')
         for caption, p in plots.items():
-            out.append(f'<figure><img src="{_file_uri(p)}" alt="{html.escape(caption)}"><figcaption>'
-                       f"{html.escape(caption)}</figcaption></figure>")
+            out.append(
+                f'<figure><img src="{_file_uri(p)}" alt="{html.escape(caption)}"><figcaption>'
+                f"{html.escape(caption)}</figcaption></figure>"
+            )
         out.append("</div>")
     if scenes:
         out.append("<h2>Scenes</h2>")
-        out.append('<p class="meta">crops where the methods differ most; below each fused crop its index map '
-                   "(colour = source layer), when the method picks one layer per pixel</p>")
+        out.append(
+            '<p class="meta">crops where the methods differ most; below each fused crop its index map '
+            "(colour = source layer), when the method picks one layer per pixel</p>"
+        )
         out += [_scene_html(v, crop, thumb) for v in scenes]
     out.append("</body></html>")
     return write_text(path, "\n".join(out) + "\n")

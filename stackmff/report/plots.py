@@ -62,8 +62,15 @@ def plot_metric_bars(summary: pd.DataFrame, metric: str, path: str | os.PathLike
     x = np.arange(len(datasets))
     for i, m in enumerate(methods):
         rows = part[part["method"] == m].set_index("dataset").reindex(datasets)
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, rows["mean"], width, yerr=rows["std"], capsize=2,
-               label=m, color=colors[m])
+        ax.bar(
+            x + (i - (len(methods) - 1) / 2) * width,
+            rows["mean"],
+            width,
+            yerr=rows["std"],
+            capsize=2,
+            label=m,
+            color=colors[m],
+        )
     ax.set_xticks(x, datasets)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per dataset (mean ± std over scenes)")
@@ -121,7 +128,9 @@ def plot_quality_vs_n(
     n = runs.dropna(subset=["layers", "scene"]).drop_duplicates(["dataset", "scene"])[["dataset", "scene", "layers"]]
     if t.empty or n.empty:
         return None
-    t = t.astype({"scene": str, "dataset": str}).merge(n.astype({"scene": str, "dataset": str}), on=["dataset", "scene"])
+    t = t.astype({"scene": str, "dataset": str}).merge(
+        n.astype({"scene": str, "dataset": str}), on=["dataset", "scene"]
+    )
     if t.empty or t["layers"].nunique() < 2:
         return None
     methods = sorted(t["method"].unique())

@@ -20,12 +20,14 @@ def tree(tmp_path):
     """A repository-shaped root: data/benchmarks/synthetic and a params file with two methods."""
     sp = SynthesizeParams(benchmark=SplitParams(scenes=2, size=32, layers=[3, 4], datasets={"proc": 0}))
     synthesize.run(sp, BaseParams(), "benchmark", tmp_path / "d", tmp_path / "data" / "benchmarks" / "synthetic")
-    (tmp_path / "params.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "params.yaml").write_text(
+        textwrap.dedent("""
         fuse: {methods: [focus_measure, focus_stack], imported: [zerene_pmax], benchmarks: [synthetic]}
         evaluate: {metrics: [psnr, qabf]}
         report: {metrics: [psnr, qabf], max_scenes: 2}
         flows: {task_runner: threads, workers: 2}
-    """))
+    """)
+    )
     return tmp_path
 
 

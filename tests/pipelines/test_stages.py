@@ -51,7 +51,9 @@ def test_synthesize_train_uses_upstream_layout(tmp_path):
 
 def test_synthesize_rejects_bad_layers(tmp_path):
     with pytest.raises(StackMFFError, match="layers"):
-        synthesize.run(SynthesizeParams(benchmark=SplitParams(layers=[1])), BaseParams(), "benchmark", tmp_path, tmp_path / "o")
+        synthesize.run(
+            SynthesizeParams(benchmark=SplitParams(layers=[1])), BaseParams(), "benchmark", tmp_path, tmp_path / "o"
+        )
 
 
 def test_fuse_registered_method_records_runtime_and_gathers_sources(bench, tmp_path):
@@ -115,16 +117,31 @@ def test_evaluate_then_report(bench, tmp_path):
     fp = FuseParams()
     for m in ("focus_measure", "laplacian_pyramid"):
         fuse.run(fp, m, bench, tmp_path / "fused" / m / "synthetic", tmp_path / "runs" / m / "synthetic.json")
-        evaluate.run(EvaluateParams(metrics=["psnr", "ssim", "qabf"]), m, bench, tmp_path / "fused" / m / "synthetic",
-                     tmp_path / "metrics" / m / "synthetic.csv")
+        evaluate.run(
+            EvaluateParams(metrics=["psnr", "ssim", "qabf"]),
+            m,
+            bench,
+            tmp_path / "fused" / m / "synthetic",
+            tmp_path / "metrics" / m / "synthetic.csv",
+        )
     df = pd.read_csv(tmp_path / "metrics" / "focus_measure" / "synthetic.csv", dtype={"scene": str})
     assert set(df["metric"]) == {"psnr", "ssim", "qabf"} and len(df) == 12
     rp = ReportParams(metrics=["psnr", "ssim", "qabf"], primary={"default": "psnr"}, max_scenes=2)
-    summary = report.run(rp, tmp_path / "metrics", tmp_path / "runs", tmp_path / "fused", bench.parent, tmp_path / "rep")
+    summary = report.run(
+        rp, tmp_path / "metrics", tmp_path / "runs", tmp_path / "fused", bench.parent, tmp_path / "rep"
+    )
     mean_psnr = df[(df.metric == "psnr") & (df.dataset == "proc")]["value"].mean()
     assert summary["proc"]["focus_measure"]["psnr"] == pytest.approx(mean_psnr, rel=1e-5)
-    for f in ("index.html", "tables/quality.md", "tables/quality.tex", "tables/quality.csv", "tables/resources.md",
-              "plots/bars_psnr.png", "plots/layers_proc.png", "summary.json"):
+    for f in (
+        "index.html",
+        "tables/quality.md",
+        "tables/quality.tex",
+        "tables/quality.csv",
+        "tables/resources.md",
+        "plots/bars_psnr.png",
+        "plots/layers_proc.png",
+        "summary.json",
+    ):
         assert (tmp_path / "rep" / f).is_file(), f
     html = (tmp_path / "rep" / "index.html").read_text()
-    assert "src=\"http" not in html and html.count("data:image/png;base64,") > 6
+    assert 'src="http' not in html and html.count("data:image/png;base64,") > 6

@@ -25,8 +25,14 @@ def similarity(scale: float, rot_deg: float, tx: float, ty: float, centre: tuple
     """3x3 similarity about ``centre``: scale and rotate, then shift by (tx, ty)."""
     a = math.radians(rot_deg)
     cx, cy = centre
-    r = np.array([[scale * math.cos(a), -scale * math.sin(a), 0], [scale * math.sin(a), scale * math.cos(a), 0], [0, 0, 1]])
-    return np.array([[1, 0, cx + tx], [0, 1, cy + ty], [0, 0, 1.0]]) @ r @ np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1.0]])
+    r = np.array(
+        [[scale * math.cos(a), -scale * math.sin(a), 0], [scale * math.sin(a), scale * math.cos(a), 0], [0, 0, 1]]
+    )
+    return (
+        np.array([[1, 0, cx + tx], [0, 1, cy + ty], [0, 0, 1.0]])
+        @ r
+        @ np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1.0]])
+    )
 
 
 def breathing_stack(n=5, *, height=144, width=192, scale_step=0.012, rot_step=0.4, shift=3.0, seed=0):
@@ -50,7 +56,9 @@ def breathing_stack(n=5, *, height=144, width=192, scale_step=0.012, rot_step=0.
             m = np.eye(3)
         else:
             tx, ty = rng.uniform(-shift, shift, 2)
-            m = similarity(1 + scale_step * (k - ref), rot_step * (k - ref), tx, ty, ((width - 1) / 2, (height - 1) / 2))
+            m = similarity(
+                1 + scale_step * (k - ref), rot_step * (k - ref), tx, ty, ((width - 1) / 2, (height - 1) / 2)
+            )
         mc = to_canvas @ m @ np.linalg.inv(to_canvas)
         layer = big[k].transpose(1, 2, 0)
         w = cv2.warpAffine(layer, mc[:2], layer.shape[1::-1], flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT)
@@ -239,7 +247,9 @@ def test_transforms_file_round_trip(tmp_path):
     np.testing.assert_allclose(again.matrices, res.matrices, atol=1e-12)
     np.testing.assert_allclose(again.images, res.images, atol=1e-6)
     # the same sequence at half resolution: matrices are rescaled
-    half = np.stack([cv2.resize(x.transpose(1, 2, 0), (96, 72), interpolation=cv2.INTER_AREA).transpose(2, 0, 1) for x in warped])
+    half = np.stack(
+        [cv2.resize(x.transpose(1, 2, 0), (96, 72), interpolation=cv2.INTER_AREA).transpose(2, 0, 1) for x in warped]
+    )
     small = align_stack(half, transforms=str(path))
     scales = [layer["scale"] for layer in small.summary()["layers"]]
     np.testing.assert_allclose(scales, [layer["scale"] for layer in res.summary()["layers"]], atol=1e-9)

@@ -158,4 +158,6 @@ def test_shipped_weights_pick_the_sharp_layer():
     for stack, sharp in ((np.stack([blur, img]), 1), (np.stack([img, blur, blur]), 0)):
         res = fm(stack, device="cpu")
         assert (res.index_map == sharp).mean() > 0.95
-        assert np.array_equal(res.image, stack[res.index_map, :, np.arange(96)[:, None], np.arange(128)].transpose(2, 0, 1))
+        assert np.array_equal(
+            res.image, stack[res.index_map, :, np.arange(96)[:, None], np.arange(128)].transpose(2, 0, 1)
+        )

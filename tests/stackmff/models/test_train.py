@@ -15,8 +15,19 @@ from stackmff.models.inference import load_model
 from stackmff.models.registry import create_model
 from stackmff.models.train import TrainConfig, _colour_loss, _loss, luma_batch, train, train_step
 
-TINY = {"size": 32, "n_range": (2, 3), "epoch_size": 8, "batch_size": 2, "val_count": 2, "val_size": 32,
-        "log_every": 1, "val_every": 2, "warmup_steps": 4, "device": "cpu", "threads": 1}
+TINY = {
+    "size": 32,
+    "n_range": (2, 3),
+    "epoch_size": 8,
+    "batch_size": 2,
+    "val_count": 2,
+    "val_size": 32,
+    "log_every": 1,
+    "val_every": 2,
+    "warmup_steps": 4,
+    "device": "cpu",
+    "threads": 1,
+}
 
 
 def _fixed_batch():
@@ -99,8 +110,30 @@ def test_init_from_keeps_the_checkpoint_architecture(tmp_path):
 
 
 def test_cli_train_and_errors(tmp_path, capsys):
-    rc = cli_main(["train", "-o", str(tmp_path / "c"), "--steps", "1", "--size", "32", "--n-range", "2", "2",
-                   "--epoch-size", "4", "--batch-size", "2", "--val-count", "0", "--threads", "1", "--device", "cpu"])
+    rc = cli_main(
+        [
+            "train",
+            "-o",
+            str(tmp_path / "c"),
+            "--steps",
+            "1",
+            "--size",
+            "32",
+            "--n-range",
+            "2",
+            "2",
+            "--epoch-size",
+            "4",
+            "--batch-size",
+            "2",
+            "--val-count",
+            "0",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0 and (tmp_path / "c" / "model.pt").is_file()
     assert cli_main(["train", "-o", str(tmp_path / "d"), "--size", "50"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
@@ -113,8 +146,9 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     cfg = TrainConfig(out_dir=out, steps=3, **{**TINY, "epoch_size": 16})
     out_path = train(cfg)
     assert out_path == Path(out) / "model.pt"

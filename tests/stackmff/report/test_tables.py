@@ -38,10 +38,22 @@ def test_best_respects_direction_and_renders_bold():
 
 
 def test_resource_table():
-    runs = pd.DataFrame({"method": ["a", "a", "b"], "kind": "registered", "benchmark": "x", "status": "ok",
-                         "version": None, "dataset": "d", "scene": ["1", "2", "1"], "layers": [4, 4, 4],
-                         "height": [100, 100, 100], "width": [100, 100, 100], "seconds": [1.0, 3.0, 0.5],
-                         "peak_mb": [10.0, 30.0, 50.0]})
+    runs = pd.DataFrame(
+        {
+            "method": ["a", "a", "b"],
+            "kind": "registered",
+            "benchmark": "x",
+            "status": "ok",
+            "version": None,
+            "dataset": "d",
+            "scene": ["1", "2", "1"],
+            "layers": [4, 4, 4],
+            "height": [100, 100, 100],
+            "width": [100, 100, 100],
+            "seconds": [1.0, 3.0, 0.5],
+            "peak_mb": [10.0, 30.0, 50.0],
+        }
+    )
     t = resource_table(runs)
     assert t.cells.loc["a", "peak MiB"] == "30" and t.best.loc["a", "peak MiB"]
     assert t.best.loc["b", "seconds / stack"] and t.cells.loc["a", "megapixel·layers / s"] == "0.02"
