@@ -100,6 +100,21 @@ def test_fast_model_matches_upstream_style_multihead_attention(name):
         torch.testing.assert_close(m(x), ref(x), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize(("name", "n"), [("v3", 5), ("v3_small", 2), ("v3_small", 9)])
+def test_planar_interaction_equals_the_token_interaction(name, n):
+    # the inference path (channel-major, hand-written attention) computes the same logits as the training path
+    torch.manual_seed(0)
+    m = create_model(name).eval()
+    for p in m.attn_layers.parameters():  # non-trivial attention weights, not the near-identity init
+        p.data.normal_(0, 0.3)
+    tokens = torch.rand(300, n, m.cfg.embed_dim)  # (P, N, E)
+    with torch.no_grad():
+        ref = m.interact(tokens)  # (P, N)
+    planar = m.interact_planar(tokens.permute(2, 1, 0).contiguous())  # (E, N, P) -> (N, P)
+    torch.testing.assert_close(planar.T, ref, atol=1e-5, rtol=1e-5)
+    assert (ref.argmax(1) == planar.argmax(0)).float().mean() > 0.99
+
+
 def test_remap_upstream_names():
     m = create_model("v3")
     upstream = {
