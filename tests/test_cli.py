@@ -194,7 +194,26 @@ def test_fuse_dataset_and_pairs(tmp_path, capsys):
         write_image(pairs / "Lytro" / "B" / f"{name}.png", _to8(stack[1]))
     assert main(["fuse-pairs", str(pairs), "-o", str(outdir), "--align", "none", "--no-progress"]) == 0
     assert sorted(p.name for p in (outdir / "Lytro").iterdir()) == ["p1.png", "p2.png"]
+    capsys.readouterr()
     _fails_cleanly(capsys, ["fuse-pairs", str(pairs), "-o", str(outdir), "--datasets", "MFFW"], "MFFW")
+
+
+def test_fuse_dataset_index_maps_alignment_frame_and_no_silent_overwrite(tmp_path, capsys):
+    root = tmp_path / "bench"
+    _write_stack(root / "Toy" / "dof_stack" / "s1", n=3, height=40, width=48)
+    outdir = tmp_path / "fused"
+    argv = ["fuse-dataset", str(root), "-o", str(outdir), "--no-progress", "--index-maps", "-m", "focus_measure"]
+    assert main([*argv, "--align", "similarity", "--align-frame", "fill"]) == 0
+    fused = cv2.imread(str(outdir / "Toy" / "s1.png"))
+    assert fused.shape[:2] == (40, 48)  # "fill" keeps the reference frame
+    index_map = cv2.imread(str(outdir / "Toy" / "index_maps" / "s1.png"), cv2.IMREAD_UNCHANGED)
+    assert index_map.dtype == np.uint16 and index_map.shape == (40, 48) and index_map.max() <= 2
+    assert (outdir / "Toy" / "index_maps" / "s1_preview.png").is_file()
+    before = (outdir / "Toy" / "s1.png").read_bytes()
+    capsys.readouterr()
+    _fails_cleanly(capsys, [*argv, "--align", "none"], "--overwrite")
+    assert (outdir / "Toy" / "s1.png").read_bytes() == before
+    assert main([*argv, "--align", "none", "--overwrite"]) == 0
 
 
 @pytest.mark.skipif(importlib.util.find_spec("stackmff.align") is None, reason="stackmff.align not written yet")

@@ -60,6 +60,14 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
         from .align import add_alignment_options
 
         add_alignment_options(a)
+    else:
+        a.add_argument(
+            "--align-frame",
+            choices=("crop", "fill"),
+            default="crop",
+            help="crop to the region every layer covers, or keep the reference frame and fill from the reference",
+        )
+        a.add_argument("--drop-failed", action="store_true", help="leave out layers whose alignment failed")
     perf = p.add_argument_group("performance")
     perf.add_argument("--device", help="torch device for learned methods (default: cuda if available, else cpu)")
     perf.add_argument("--memory-budget", type=int, metavar="MB", help="memory budget for learned methods in MB")
@@ -73,6 +81,9 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
         o.add_argument("--bit-depth", type=int, choices=(8, 16), help="output bit depth (default: that of the input)")
     else:
         o.add_argument("--ext", default=".png", help="extension of the fused images")
+        o.add_argument(
+            "--index-maps", action="store_true", help="also write OUTDIR/<dataset>/index_maps/<scene>.png (+ preview)"
+        )
         o.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -135,25 +146,19 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 def _cmd_fuse_dataset(args: argparse.Namespace) -> int:
     from ..fusion.run import fuse_dataset
 
-    s = fuse_dataset(
-        args.root,
-        args.output,
-        args.method,
-        datasets=args.datasets,
-        ext=args.ext,
-        overwrite=args.overwrite,
-        align=args.align,
-        progress=not args.no_progress,
-        method_options=_method_options(args),
-    )
-    _emit(args, s)
-    return 0
+    return _cmd_fuse_many(args, fuse_dataset)
 
 
 def _cmd_fuse_pairs(args: argparse.Namespace) -> int:
     from ..fusion.run import fuse_pairs
 
-    s = fuse_pairs(
+    return _cmd_fuse_many(args, fuse_pairs)
+
+
+def _cmd_fuse_many(args: argparse.Namespace, run) -> int:
+    """``fuse-dataset`` / ``fuse-pairs``: ``run`` is :func:`fuse_dataset` or :func:`fuse_pairs`."""
+    align_options: dict = {"frame": args.align_frame, "drop_failed": args.drop_failed}
+    summaries = run(
         args.root,
         args.output,
         args.method,
@@ -161,10 +166,15 @@ def _cmd_fuse_pairs(args: argparse.Namespace) -> int:
         ext=args.ext,
         overwrite=args.overwrite,
         align=args.align,
+        index_maps=args.index_maps,
         progress=not args.no_progress,
         method_options=_method_options(args),
+        align_options=align_options,
     )
-    _emit(args, s)
+    _emit(args, summaries)
+    if not args.json:
+        seconds = sum(s["seconds"] for s in summaries)
+        print(f"fused {len(summaries)} scenes into {args.output} ({args.method}, {seconds:.1f} s)", file=sys.stderr)
     return 0
 
 

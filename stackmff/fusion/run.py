@@ -136,18 +136,32 @@ def fuse_dataset(
     index_maps: bool = False,
     progress: bool = True,
     method_options: dict | None = None,
+    align_options: dict | None = None,
 ) -> list[dict]:
-    """Fuse every stack of ``<root>/<dataset>/dof_stack/<scene>/`` into ``<outdir>/<dataset>/<scene><ext>``."""
-    scenes = find_stack_scenes(root, datasets)
-    summaries = []
-    for sc in _progress(scenes, f"fuse {method}", progress):
-        out = Path(outdir) / sc.dataset / f"{sc.scene}{ext}"
-        imap = Path(outdir) / sc.dataset / "index_maps" / f"{sc.scene}.png" if index_maps else None
-        s = fuse_to_file(
-            sc.stack_dir, out, method, index_map=imap, overwrite=overwrite, align=align, method_options=method_options
+    """Fuse every stack of ``<root>/<dataset>/dof_stack/<scene>/`` into ``<outdir>/<dataset>/<scene><ext>``.
+
+    With ``index_maps`` the index maps go to ``<outdir>/<dataset>/index_maps/<scene>.png``. ``align_options`` are
+    :func:`stackmff.align.align_stack` keywords applied to every stack (e.g. ``frame``, ``drop_failed``).
+    """
+    jobs = [
+        (
+            sc.dataset,
+            sc.scene,
+            sc.stack_dir,
+            Path(outdir) / sc.dataset / f"{sc.scene}{ext}",
+            Path(outdir) / sc.dataset / "index_maps" / f"{sc.scene}.png" if index_maps else None,
         )
-        summaries.append({"dataset": sc.dataset, "scene": sc.scene, **s})
-    return summaries
+        for sc in find_stack_scenes(root, datasets)
+    ]
+    return _fuse_many(
+        jobs,
+        method,
+        overwrite=overwrite,
+        align=align,
+        progress=progress,
+        method_options=method_options,
+        align_options=align_options,
+    )
 
 
 def fuse_pairs(
@@ -159,14 +173,57 @@ def fuse_pairs(
     ext: str = ".png",
     overwrite: bool = False,
     align: str = "none",
+    index_maps: bool = False,
     progress: bool = True,
     method_options: dict | None = None,
+    align_options: dict | None = None,
 ) -> list[dict]:
-    """Fuse every pair of ``<root>/<dataset>/{A,B}/`` into ``<outdir>/<dataset>/<name><ext>``."""
-    pairs = find_pair_scenes(root, datasets)
+    """Fuse every pair of ``<root>/<dataset>/{A,B}/`` into ``<outdir>/<dataset>/<name><ext>`` (options as
+    :func:`fuse_dataset`)."""
+    jobs = [
+        (
+            pr.dataset,
+            pr.scene,
+            [pr.a, pr.b],
+            Path(outdir) / pr.dataset / f"{pr.scene}{ext}",
+            Path(outdir) / pr.dataset / "index_maps" / f"{pr.scene}.png" if index_maps else None,
+        )
+        for pr in find_pair_scenes(root, datasets)
+    ]
+    return _fuse_many(
+        jobs,
+        method,
+        overwrite=overwrite,
+        align=align,
+        progress=progress,
+        method_options=method_options,
+        align_options=align_options,
+    )
+
+
+def _fuse_many(
+    jobs: list[tuple[str, str, object, Path, Path | None]],
+    method: str,
+    *,
+    overwrite: bool,
+    align: str,
+    progress: bool,
+    method_options: dict | None,
+    align_options: dict | None,
+) -> list[dict]:
+    """Run :func:`fuse_to_file` over ``(dataset, scene, inputs, output, index_map)`` jobs with one progress bar."""
+    get_fusion_method(method)  # an unknown method fails before the first stack
     summaries = []
-    for pr in _progress(pairs, f"fuse {method}", progress):
-        out = Path(outdir) / pr.dataset / f"{pr.scene}{ext}"
-        s = fuse_to_file([pr.a, pr.b], out, method, overwrite=overwrite, align=align, method_options=method_options)
-        summaries.append({"dataset": pr.dataset, "scene": pr.scene, **s})
+    for dataset, scene, inputs, out, imap in _progress(jobs, f"fuse {method}", progress):
+        s = fuse_to_file(
+            inputs,
+            out,
+            method,
+            index_map=imap,
+            overwrite=overwrite,
+            align=align,
+            method_options=method_options,
+            align_options=align_options,
+        )
+        summaries.append({"dataset": dataset, "scene": scene, **s})
     return summaries
