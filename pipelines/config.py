@@ -50,26 +50,30 @@ class BaseParams:
 class PrepareParams:
     """``prepare:``: turning the bundled sample stacks into a benchmark tree."""
 
-    dataset: str = "samples"  # dataset name the stacks get inside the tree
+    dataset: str = "samples"  # dataset name the bundled stacks get inside the tree
     max_side: int = 0  # longest image side after (area) downscaling; 0 keeps the original size
+    # benchmark name -> source folder (read by dvc.yaml, not by the script): the bundled stacks, or a benchmark
+    # root <root>/<dataset>/dof_stack|image stack/<scene>/ or <root>/<dataset>/{A,B}/ copied into data/benchmarks/
+    sources: dict[str, str] = field(default_factory=lambda: {"samples": "data/samples"})
 
 
 @dataclass(frozen=True)
 class ExtractParams:
     """``extract:``: raw training datasets under ``data/raw/<name>/``; absent ones are skipped."""
 
-    datasets: list[str] = field(default_factory=list)
-    max_images: int = 0  # 0 = all; n > 0 keeps the first n images (sorted by name) per dataset
-    duts_uniform_fraction: float = 0.2  # DUTS: reject images whose most frequent colour covers >= this fraction
-    nyu_crop: list[int] = field(default_factory=lambda: [460, 620])  # NYU Depth V2 centre crop (H, W)
+    datasets: list[str] = field(default_factory=list)  # names of stackmff.data.extract.DATASETS
+    seed: int = 0  # NYU Depth V2: seed of the held-out test split
+    nyu_test_count: int = 100  # NYU Depth V2: images held out for testing (upstream: 100)
 
 
 @dataclass(frozen=True)
 class DepthParams:
     """``depth:``: Depth Anything V2 for images without a depth map."""
 
-    model: str = "depth-anything/Depth-Anything-V2-Small-hf"  # Hugging Face id, read from the local cache only
-    device: str = "cpu"
+    checkpoint: str = ""  # local save_pretrained folder of Depth Anything V2 (never downloaded); needed only when
+    # an extracted dataset has images without depth
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
+    dtype: str = "float32"  # float32 / float16 / bfloat16 (half precision on GPU)
     batch_size: int = 4
 
 

@@ -21,11 +21,11 @@ from pipelines.stages import prepare as prepare_stage
 from pipelines.stages import synthesize as synthesize_stage
 
 
-@task(task_run_name="prepare samples")
-def prepare(params_file: str, root: str) -> str:
+@task(retries=2, retry_delay_seconds=[5, 30], task_run_name="prepare {name}")
+def prepare(params_file: str, name: str, source: str, root: str) -> str:
     r = Path(root)
-    prepare_stage.run(load_params(params_file, "prepare"), r / "data/samples", r / "data/benchmarks/samples")
-    return str(r / "data/benchmarks/samples")
+    prepare_stage.run(load_params(params_file, "prepare"), r / source, r / "data/benchmarks" / name)
+    return str(r / "data/benchmarks" / name)
 
 
 @task(retries=2, retry_delay_seconds=[5, 30], task_run_name="extract {dataset}")
@@ -54,16 +54,17 @@ def synthesize(params_file: str, split: str, out: str, root: str, depth_dirs: li
 
 @flow(name="prepare_data", log_prints=True)
 def prepare_data(params_file: str = "params.yaml", root: str = ".") -> dict[str, str]:
-    """Prepare the sample benchmark, extract and depth-complete every training dataset, synthesise both splits."""
+    """Prepare the benchmark sources, extract and depth-complete every training dataset, synthesise both splits."""
     r = Path(root)
     ex = load_params(params_file, "extract")
-    samples = prepare.submit(params_file, root)
+    sources = load_params(params_file, "prepare").sources
+    prepared = {n: prepare.submit(params_file, n, src, root) for n, src in sources.items()}
     extracted = {d: extract.submit(params_file, d, root) for d in ex.datasets}
     depths = [depth.submit(params_file, d, root, f) for d, f in extracted.items()]
     done = [f.result() for f in depths]
     outs = {"benchmark": str(r / "data/benchmarks/synthetic"), "train": str(r / "data/synth/train")}
     splits = {s: synthesize.submit(params_file, s, o, root, done) for s, o in outs.items()}
-    return {"samples": samples.result(), **{s: f.result() for s, f in splits.items()}}
+    return {**{n: f.result() for n, f in prepared.items()}, **{s: f.result() for s, f in splits.items()}}
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Serve it on a cron schedule (a long-running process; see pipelines/README.md)::
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -26,10 +27,15 @@ DEPLOYMENT = "regenerate-nightly"
 
 @task(task_run_name="dvc {args}", timeout_seconds=4 * 3600)
 def dvc(args: list[str], root: str) -> str:
-    """Run a DVC command in ``root``; returns its output (raises with the tail of it on failure)."""
+    """Run a DVC command in ``root``; returns its output (raises with the tail of it on failure).
+
+    The stage commands of ``dvc.yaml`` call ``python``: this interpreter's folder goes first on ``PATH`` so that they
+    run in the environment the flow runs in (a worker started from a virtualenv without activating it).
+    """
     exe = Path(sys.executable).with_name("dvc")
     cmd = [str(exe) if exe.exists() else "dvc", *args]
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False, env=env)
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise StackMFFError(f"{' '.join(cmd)} failed (exit {proc.returncode}): {out[-800:]}")

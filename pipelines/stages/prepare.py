@@ -1,12 +1,18 @@
-"""Stage ``prepare``: turn the bundled sample stacks into a benchmark tree.
+"""Stage ``prepare``: bring one benchmark source into ``data/benchmarks/<name>``, the tree every other stage reads.
 
-``data/samples/<scene>/*.jpg`` (folders of layers, no ground truth) become
-``<out>/<prepare.dataset>/dof_stack/<scene>/<i>.<ext>``, the layout every other stage reads. Files are copied byte
-for byte unless ``prepare.max_side`` asks for area downscaling (then written as PNG).
+Two kinds of source (``prepare.sources`` in ``params.yaml`` maps benchmark name -> source; ``dvc.yaml`` runs one
+stage per entry):
+
+- the bundled stacks ``data/samples/<scene>/*.jpg`` (folders of layers, no ground truth) become
+  ``<out>/<prepare.dataset>/dof_stack/<scene>/<i>.<ext>``; files are copied byte for byte unless
+  ``prepare.max_side`` asks for area downscaling (then written as PNG);
+- a benchmark root that already has the layout (``<root>/<dataset>/dof_stack|image stack/<scene>/`` with ``AiF/``
+  etc., or ``<root>/<dataset>/{A,B}/``), e.g. the paper's benchmarks, is copied as it is.
 
 Usage (from ``dvc.yaml``)::
 
     python -m pipelines.stages.prepare --params params.yaml data/samples data/benchmarks/samples
+    python -m pipelines.stages.prepare --params params.yaml /data/mff_benchmarks data/benchmarks/paper
 """
 
 from __future__ import annotations
@@ -21,30 +27,49 @@ import cv2
 from pipelines.config import PrepareParams, load_params
 from pipelines.stages._common import parser, run_main
 from stackmff._checks import StackMFFError
-from stackmff.io import IMAGE_EXTENSIONS, load_image, natural_key, save_image
+from stackmff.io import IMAGE_EXTENSIONS, find_pair_scenes, find_stack_scenes, load_image, natural_key, save_image
 
-__all__ = ["main", "run"]
+__all__ = ["is_benchmark_tree", "main", "run"]
 
 log = logging.getLogger("stackmff.pipelines.prepare")
 
 
+def is_benchmark_tree(root: Path) -> bool:
+    """True when ``root`` holds ``<dataset>/dof_stack|image stack/<scene>/`` or ``<dataset>/{A,B}/`` folders."""
+    for finder in (find_stack_scenes, find_pair_scenes):
+        try:
+            if finder(root):
+                return True
+        except StackMFFError:
+            pass
+    return False
+
+
 def run(params: PrepareParams, samples: str | Path, out: str | Path) -> list[str]:
-    """Copy (or downscale) every stack folder of ``samples`` into the benchmark tree ``out``.
+    """Copy a benchmark root, or copy (or downscale) every stack folder of ``samples``, into the tree ``out``.
 
     Args:
         params: the ``prepare:`` section.
-        samples: folder whose sub-folders each hold one stack's layers.
+        samples: a benchmark root (copied as it is), or a folder whose sub-folders each hold one stack's layers.
         out: benchmark root to create.
 
     Returns:
-        The scene names written.
+        The scene names written (for a copied benchmark root: its dataset folders).
 
     Raises:
-        StackMFFError: no stack folder with at least two images in ``samples``.
+        StackMFFError: ``samples`` is missing, or holds neither a benchmark tree nor stack folders of 2+ images.
     """
     samples, out = Path(samples), Path(out)
     if params.max_side < 0:
         raise StackMFFError(f"prepare.max_side must be >= 0, got {params.max_side}; use 0 to keep the size")
+    if not samples.is_dir():
+        raise StackMFFError(f"benchmark source {samples} not found; fix prepare.sources in params.yaml")
+    if is_benchmark_tree(samples):
+        names = sorted((p.name for p in samples.iterdir() if p.is_dir()), key=natural_key)
+        for name in names:
+            shutil.copytree(samples / name, out / name, dirs_exist_ok=True)
+            log.info("copied benchmark dataset %s from %s", name, samples)
+        return names
     scenes = []
     for folder in sorted((p for p in samples.iterdir() if p.is_dir()), key=natural_key) if samples.is_dir() else []:
         layers = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=natural_key)
@@ -77,8 +102,8 @@ def _downscale(img, max_side: int):
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    p = parser("prepare", "Turn the bundled sample stacks into a benchmark tree.")
-    p.add_argument("samples", help="folder of stack folders")
+    p = parser("prepare", "Turn the bundled sample stacks (or copy a benchmark root) into a benchmark tree.")
+    p.add_argument("samples", help="folder of stack folders, or a benchmark root")
     p.add_argument("out", help="benchmark root to write")
     a = p.parse_args(argv)
     run(load_params(a.params, "prepare"), a.samples, a.out)

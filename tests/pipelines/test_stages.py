@@ -109,8 +109,10 @@ def test_prepare_copies_and_downscales(tmp_path):
     assert [f.read_bytes() for f in files] == [(src / f"{i}.png").read_bytes() for i in range(3)]
     prepare.run(PrepareParams(dataset="d", max_side=20), tmp_path / "samples", tmp_path / "small")
     assert load_image(tmp_path / "small" / "d" / "dof_stack" / "s1" / "00.png")[0].shape == (3, 10, 20)
+    (tmp_path / "one" / "s").mkdir(parents=True)
+    save_image(tmp_path / "one" / "s" / "0.png", np.zeros((3, 4, 4), np.float32))
     with pytest.raises(StackMFFError, match="no stack folders"):
-        prepare.run(PrepareParams(), tmp_path / "out", tmp_path / "x")
+        prepare.run(PrepareParams(), tmp_path / "one", tmp_path / "x")
 
 
 def test_evaluate_then_report(bench, tmp_path):
