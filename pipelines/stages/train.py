@@ -1,7 +1,9 @@
 """Stage ``train``: train (by default: briefly fine-tune the shipped weights of) one StackMFF V3 variant.
 
 The variant's settings are ``train.variants.<variant>`` in ``params.yaml``, keys of
-:class:`stackmff.models.train.TrainConfig` (a typo fails with the key name). Paths come from ``dvc.yaml``: the
+:class:`stackmff.models.train.TrainConfig` (a typo fails with the key name) plus ``from_weights`` (default true:
+start from ``--init``; false: train from scratch, e.g. the full ``v3`` variant of the paper profile, since a
+checkpoint's architecture wins over ``model``). Paths come from ``dvc.yaml``: the
 training set (upstream layout written by ``synthesize@train``), the initial checkpoint and the output folder, which
 receives ``model.pt`` (used by the learned fuse stages) and dvclive logs in ``live/`` (declared as DVC metrics and
 plots).
@@ -22,27 +24,42 @@ from pipelines.config import BaseParams, TrainParams, build, load_params
 from pipelines.stages._common import parser, run_main
 from stackmff._checks import StackMFFError
 
-__all__ = ["main", "run", "train_config"]
+__all__ = ["check_variant", "main", "run", "train_config"]
 
 log = logging.getLogger("stackmff.pipelines.train")
 
 _PATH_KEYS = ("out_dir", "init_from", "data")
 
 
-def train_config(params: TrainParams, base: BaseParams, variant: str, data: Path, out: Path, init: Path | None):
-    """Build the :class:`~stackmff.models.train.TrainConfig` of ``variant`` (strict keys, paths from arguments)."""
+def check_variant(variant: str, values: dict) -> tuple[object, bool]:
+    """Check one ``train.variants`` entry strictly; returns ``(TrainConfig without paths, from_weights)``.
+
+    Raises:
+        StackMFFError: a path key, an unknown key (named in full) or a value of the wrong type.
+    """
     from stackmff.models.train import TrainConfig
 
+    values = dict(values)
+    from_weights = values.pop("from_weights", True)
+    if not isinstance(from_weights, bool):
+        raise StackMFFError(f"train.variants.{variant}.from_weights must be true or false, got {from_weights!r}")
+    bad = [k for k in _PATH_KEYS if k in values]
+    if bad:
+        raise StackMFFError(f"train.variants.{variant}.{bad[0]} is a path; paths belong in dvc.yaml, remove it")
+    return build(TrainConfig, values, f"train.variants.{variant}"), from_weights
+
+
+def train_config(params: TrainParams, base: BaseParams, variant: str, data: Path, out: Path, init: Path | None):
+    """Build the :class:`~stackmff.models.train.TrainConfig` of ``variant`` (strict keys, paths from arguments)."""
     if variant not in params.variants:
         known = ", ".join(sorted(params.variants)) or "none"
         raise StackMFFError(f"no train.variants.{variant} in the params file; known variants: {known}")
     values = dict(params.variants[variant])
-    bad = [k for k in _PATH_KEYS if k in values]
-    if bad:
-        raise StackMFFError(f"train.variants.{variant}.{bad[0]} is a path; paths belong in dvc.yaml, remove it")
     values.setdefault("seed", base.seed)
     values.setdefault("resume", False)  # a DVC stage starts clean: its output folder is removed before it runs
-    cfg = build(TrainConfig, values, f"train.variants.{variant}")
+    cfg, from_weights = check_variant(variant, values)
+    if not from_weights:
+        init = None
     init_from = str(init) if init is not None and init.is_file() else None
     if init is not None and init_from is None:
         log.warning("initial weights %s not found: training %s from scratch", init, variant)
