@@ -2,7 +2,8 @@
 
 Options (all keyword-only, also reachable from the CLI with ``-O KEY=VALUE``): ``weights`` (checkpoint path, default
 the shipped weights), ``device`` ("auto", "cpu", "cuda", "cuda:1"...), ``memory_budget_mb``, ``tile``, ``overlap``,
-``precision`` ("auto", "fp32", "bf16").
+``precision`` ("auto", "fp32", "bf16"), ``reject_outliers`` (drop exposure-shifted and blank layers before the
+network, default true; see :func:`~stackmff.models.inference.photometric_outliers`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def _run(
     tile: int | None,
     overlap: int | None,
     precision: str,
+    reject_outliers: bool,
 ) -> FusionResult:
     check_stack(stack)
     dev = resolve_device(device)
@@ -43,7 +45,13 @@ def _run(
     mtime = path.stat().st_mtime_ns if path.is_file() else 0  # a missing file fails in load_model with a hint
     model = _cached_model(str(path.resolve()), str(dev), mtime)
     res = fuse_stack_v3(
-        stack, model, memory_budget_mb=memory_budget_mb, tile=tile, overlap=overlap, precision=precision
+        stack,
+        model,
+        memory_budget_mb=memory_budget_mb,
+        tile=tile,
+        overlap=overlap,
+        precision=precision,
+        reject_outliers=reject_outliers,
     )
     res.extras["weights"] = str(path)
     return res
@@ -59,6 +67,7 @@ def fuse_stackmff_v3(
     tile: int | None = None,
     overlap: int | None = None,
     precision: str = "auto",
+    reject_outliers: bool = True,
 ) -> FusionResult:
     """Fuse a ``(N, C, H, W)`` stack in [0, 1] with StackMFF V3 (any N >= 2, any layer order).
 
@@ -74,6 +83,7 @@ def fuse_stackmff_v3(
         tile=tile,
         overlap=overlap,
         precision=precision,
+        reject_outliers=reject_outliers,
     )
 
 
@@ -92,6 +102,7 @@ def fuse_stackmff_v3_star(
     tile: int | None = None,
     overlap: int | None = None,
     precision: str = "auto",
+    reject_outliers: bool = True,
 ) -> FusionResult:
     """Fuse a focus-ordered ``(N, C, H, W)`` stack with V3-star (needs a checkpoint with ``head="regress"``)."""
     return _run(
@@ -103,4 +114,5 @@ def fuse_stackmff_v3_star(
         tile=tile,
         overlap=overlap,
         precision=precision,
+        reject_outliers=reject_outliers,
     )

@@ -161,3 +161,37 @@ def test_shipped_weights_pick_the_sharp_layer():
         assert np.array_equal(
             res.image, stack[res.index_map, :, np.arange(96)[:, None], np.arange(128)].transpose(2, 0, 1)
         )
+
+
+def _scene_stack(n=5, h=96, w=128, seed=0):
+    # one textured scene, each layer defocused by a different amount: valid layers of one stack
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = cv2.resize(rng.random((h // 4, w // 4, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    img = img.transpose(2, 0, 1)
+    return np.stack([img] + [np.stack([cv2.GaussianBlur(c, (0, 0), 0.7 * k) for c in img]) for k in range(1, n)])
+
+
+def test_photometric_outliers_flags_exposure_and_blank_layers_only():
+    from stackmff.models.inference import photometric_outliers
+
+    st = _scene_stack()
+    assert not photometric_outliers(st).any()  # defocus alone never rejects a layer
+    noisy = np.clip(st[2] + 0.1 * np.random.default_rng(1).standard_normal(st[2].shape), 0, 1).astype(np.float32)
+    bad = np.concatenate([st, np.clip(st[1:2] * 2.2, 0, 1), np.full_like(st[:1], 0.9), noisy[None]])
+    np.testing.assert_array_equal(photometric_outliers(bad), [False] * 5 + [True, True, False])
+    assert not photometric_outliers(bad[[0, 5]]).any()  # two layers: nothing to compare against, keep both
+
+
+def test_rejected_layers_are_never_picked_and_indices_refer_to_the_input(small_model):
+    st = _scene_stack()
+    bad = np.concatenate([st[:2], np.clip(st[:1] * 2.2, 0, 1), st[2:]])  # exposure-shifted copy at position 2
+    res = fuse_stack_v3(bad, small_model)
+    assert res.extras["rejected_layers"] == [2]
+    assert not (res.index_map == 2).any()
+    h, w = res.index_map.shape
+    assert np.array_equal(res.image, bad[res.index_map, :, np.arange(h)[:, None], np.arange(w)].transpose(2, 0, 1))
+    kept = fuse_stack_v3(np.delete(bad, 2, axis=0), small_model)  # same as fusing without that layer
+    np.testing.assert_array_equal(res.image, kept.image)
+    assert fuse_stack_v3(bad, small_model, reject_outliers=False).extras["rejected_layers"] == []
