@@ -31,13 +31,18 @@ color:#1d2330;padding:0 16px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #d8dce5;padding-bottom:4px}
 h3{font-size:15px;margin:18px 0 6px}
 .meta{color:#5a6275;font-size:12px}
-table{border-collapse:collapse;margin:6px 0 14px;font-size:12.5px}
-th,td{border:1px solid #d8dce5;padding:3px 8px;text-align:right;white-space:nowrap}
-th:first-child,td:first-child{text-align:left}
+.table-wrap{overflow-x:auto;max-width:100%;margin:6px 0 14px}
+table{border-collapse:separate;border-spacing:0;font-size:12.5px}
+th,td{border:1px solid #d8dce5;border-width:0 0 1px 1px;padding:3px 8px;text-align:right;white-space:nowrap;
+background:#fff}
+tr:first-child th{border-top-width:1px}
+th:last-child,td:last-child{border-right-width:1px}
+th:first-child,td:first-child{text-align:left;position:sticky;left:0;z-index:1;box-shadow:1px 0 0 #b9bfcc}
 thead th{background:#eef1f6}
 td.best{font-weight:700;background:#e6f4ea}
 .plots{display:flex;flex-wrap:wrap;gap:12px}
-.plots img{max-width:100%;border:1px solid #e3e6ee}
+.plots figure{flex:1 1 520px;max-width:620px}
+.plots img{width:100%;height:auto;border:1px solid #e3e6ee}
 .scene{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}
 figure{margin:0;text-align:center}
 figure img{display:block;image-rendering:pixelated;border:1px solid #c9ceda}
@@ -115,7 +120,11 @@ def select_crop(images: Sequence[np.ndarray], size: int) -> tuple[int, int, int]
 
 
 def table_html(table: Table) -> str:
-    """Render a :class:`~stackmff.report.tables.Table` as an HTML table (best cells get class ``best``)."""
+    """Render a :class:`~stackmff.report.tables.Table` as an HTML table (best cells get class ``best``).
+
+    The table sits in a horizontally scrolling ``div.table-wrap`` and its first column (the method) is sticky, so a
+    table with many metric columns scrolls inside the page instead of widening it, and the method stays visible.
+    """
     cols = list(table.cells.columns)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
     body = []
@@ -125,7 +134,10 @@ def table_html(table: Table) -> str:
             cls = ' class="best"' if bool(table.best.at[row, c]) else ""
             tds.append(f"<td{cls}>{html.escape(str(table.cells.at[row, c]))}</td>")
         body.append(f"<tr><td>{html.escape(str(row))}</td>{''.join(tds)}</tr>")
-    return f"<table><thead><tr><th>method</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f'<div class="table-wrap"><table><thead><tr><th>method</th>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _scene_html(view: SceneView, crop: int, thumb: int) -> str:
