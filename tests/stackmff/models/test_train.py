@@ -82,9 +82,9 @@ def test_step_with_colour_loss_decreases_it():
         expect = float(_loss(m.cfg, logits, b["index"]) + 5.0 * _colour_loss(logits, b["layers"], b["aif"]))
     first = train_step(m, b, opt, device=torch.device("cpu"), colour_loss=5.0)["loss"]
     assert first == pytest.approx(expect, rel=1e-5)
-    for _ in range(2):
+    for _ in range(6):
         last = train_step(m, b, opt, device=torch.device("cpu"), colour_loss=5.0)["loss"]
-    assert last < first
+    assert last < 0.95 * first
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
