@@ -270,7 +270,8 @@ def predict_logits(
         with ac:
             feats = model.decode(low, rows=(r0, r1))  # (N, E, r, Wp)
         e = feats.shape[1]
-        # channel-major tokens for the planar attention; sub-chunks small enough to stay in cache
+        # channel-major fp32 tokens for the planar attention (bf16 attention measured no faster on CPU in the
+        # pipeline); sub-chunks small enough to stay in cache
         planar = feats[..., :w].float().transpose(0, 1).reshape(e, n, -1)  # (E, N, r*W)
         dst = out[:, r0:r1].view(n, -1)  # (N, r*W)
         for p0 in range(0, planar.shape[2], _ATTN_PIXELS):
@@ -340,7 +341,10 @@ def fuse_stack_v3(
             output arrays).
         tile: force a tile side (multiple of 32); default chosen from the budget.
         overlap: tile overlap in pixels (default tile/4, at most 256).
-        precision: "fp32", "bf16" (autocast) or "auto" (bf16 on CUDA, fp32 on CPU).
+        precision: "fp32", "bf16" (encoder and full-resolution conv under autocast; the cross-layer attention
+            stays fp32) or "auto": bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32. On
+            held-out stacks bf16 changes PSNR by < 0.01 dB (procedural 34.698 vs 34.695, Middlebury 41.226 vs
+            41.235); on CPU the encoder runs ~1.8x faster (whole fusion ~1.25x, 1 thread).
         reject_outliers: drop :func:`photometric_outliers` (exposure-shifted, blank layers) before the network:
             the network alone still picks an exposure-shifted layer on 2-10 % of the pixels of large images
             (-17 dB on Middlebury stacks); the other invalid kinds it rejects by itself.
@@ -351,15 +355,15 @@ def fuse_stack_v3(
         the tile plan and ``rejected_layers``.
     """
     n, _c, h, w = _as_layers(stack)
+    if precision not in ("auto", "fp32", "bf16"):
+        raise StackMFFError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    dev = next(model.parameters()).device
+    ac = torch.bfloat16 if precision == "bf16" or (precision == "auto" and _fast_bf16(dev)) else None
     rejected = np.flatnonzero(photometric_outliers(stack)) if reject_outliers else np.zeros(0, np.int64)
     keep = np.setdiff1d(np.arange(n), rejected)
     if len(rejected):
         stack = [stack[int(k)] for k in keep]  # views: a memmap is still read lazily
         n = len(keep)
-    if precision not in ("auto", "fp32", "bf16"):
-        raise StackMFFError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    dev = next(model.parameters()).device
-    ac = torch.bfloat16 if precision == "bf16" or (precision == "auto" and dev.type == "cuda") else None
     model = _inference_copy(model)
     plan = plan_tiles(h, w, n, model.cfg, memory_budget_mb=memory_budget_mb, tile=tile, overlap=overlap)
 
@@ -391,6 +395,13 @@ def fuse_stack_v3(
             "rejected_layers": rejected.tolist(),
         },
     )
+
+
+def _fast_bf16(dev: torch.device) -> bool:
+    # bf16 by default where it is native: CUDA, or a CPU whose oneDNN has bf16 instructions (AVX512-BF16/AMX)
+    if dev.type == "cuda":
+        return True
+    return dev.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _inference_copy(model: StackMFFV3) -> StackMFFV3:

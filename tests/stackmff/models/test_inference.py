@@ -195,3 +195,16 @@ def test_rejected_layers_are_never_picked_and_indices_refer_to_the_input(small_m
     kept = fuse_stack_v3(np.delete(bad, 2, axis=0), small_model)  # same as fusing without that layer
     np.testing.assert_array_equal(res.image, kept.image)
     assert fuse_stack_v3(bad, small_model, reject_outliers=False).extras["rejected_layers"] == []
+
+
+def test_bf16_and_fp32_pick_the_same_layers_with_the_shipped_weights():
+    from stackmff.models.inference import DEFAULT_WEIGHTS, load_model
+
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip("no shipped weights")
+    m = load_model(DEFAULT_WEIGHTS)
+    st = _scene_stack(n=4, seed=3)
+    a, b = fuse_stack_v3(st, m, precision="fp32"), fuse_stack_v3(st, m, precision="bf16")
+    assert (a.extras["precision"], b.extras["precision"]) == ("fp32", "bf16")
+    assert (a.index_map == b.index_map).mean() > 0.98
+    assert (a.index_map == 0).mean() > 0.9  # and both pick the sharp layer
