@@ -15,6 +15,8 @@ Three measurements, each in layer-megapixels per second (N · H · W / 1e6 / sec
   never import it) on the same 8-bit stack files as ours, ``-m stackmffv3 --cpu``, timed as whole commands with peak
   RSS from ``/usr/bin/time``-style ``resource`` accounting of the child; quality as PSNR against the AiF image of a
   held-out procedural stack, clean and with four invalid layers (blurred, duplicate, noisy, exposure-shifted).
+  ``--gather hard|soft`` picks the same colour rule on both sides (OpenFocus' ``--ai-mode``; its default is soft,
+  which also averages two inference scales).
 
 Machines here are shared: compare ratios from one run, not absolute times across runs. Use ``--threads`` to pin the
 torch thread count (1 on a loaded 2-core machine; 2 threads that spin-wait on a busy core are much slower).
@@ -213,7 +215,7 @@ def openfocus_compare(args: argparse.Namespace) -> dict:
     for kind in ("blurred", "duplicate", "noisy", "exposure"):
         inv = inject_invalid_layers(inv, rng, kinds=(kind,), count=1)
     aif = st.aif.transpose(1, 2, 0)
-    out: dict = {"layers": st.n, "size": args.of_size}
+    out: dict = {"layers": st.n, "size": args.of_size, "gather": args.gather}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
         for case, layers in (("clean", st.layers), ("invalid", inv.layers)):
@@ -227,10 +229,10 @@ def openfocus_compare(args: argparse.Namespace) -> dict:
             code = (
                 "import sys, torch; torch.set_num_threads(int(sys.argv[4])); from stackmff.fusion.run import "
                 "fuse_to_file; fuse_to_file(sys.argv[1], sys.argv[2], 'stackmff_v3', "
-                "method_options={'weights': sys.argv[3] or None, 'device': 'cpu'})"
+                "method_options={'weights': sys.argv[3] or None, 'device': 'cpu', 'gather': sys.argv[5]})"
             )
             t_ours, _ = _run_timed(
-                [sys.executable, "-c", code, str(d), str(ours), args.weights or "", str(args.threads)]
+                [sys.executable, "-c", code, str(d), str(ours), args.weights or "", str(args.threads), args.gather]
             )
             t_of, _ = _run_timed(
                 [
@@ -246,6 +248,8 @@ def openfocus_compare(args: argparse.Namespace) -> dict:
                     "none",
                     "--threads",
                     str(args.threads),
+                    "--ai-mode",
+                    args.gather,
                 ],
                 env,
             )
@@ -283,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--openfocus", metavar="BIN", help="OpenFocus executable (in its own venv) for a side-by-side run")
     p.add_argument("--of-layers", type=int, default=10, help="N of the OpenFocus comparison stack")
     p.add_argument("--of-size", type=int, default=512, help="side of the OpenFocus comparison stack")
+    p.add_argument(
+        "--gather",
+        choices=("hard", "soft"),
+        default="hard",
+        help="colour rule on both sides of the OpenFocus comparison (ours: gather=; OpenFocus: --ai-mode)",
+    )
     p.add_argument("--keep-outputs", metavar="DIR", help="copy the fused images of the OpenFocus comparison here")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-reference", action="store_true")

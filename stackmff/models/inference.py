@@ -330,6 +330,7 @@ def fuse_stack_v3(
     overlap: int | None = None,
     precision: str = "auto",
     reject_outliers: bool = True,
+    gather: str = "hard",
 ) -> FusionResult:
     """Fuse a focal stack with a StackMFF V3 model.
 
@@ -349,6 +350,10 @@ def fuse_stack_v3(
             the network alone still picks an exposure-shifted layer on 2-10 % of the pixels of large images
             (-17 dB on Middlebury stacks); the other invalid kinds it rejects by itself.
 
+        gather: "hard" = each pixel's colour is the exact source value of its most probable layer; "soft" = the
+            softmax-probability-weighted mean of the layers' values (the StackMFF V3 paper's and OpenFocus'
+            default output; not exact source values; +0.5 dB PSNR on noisy held-out procedural stacks).
+
     Returns:
         FusionResult with ``image`` ``(C, H, W)`` float32 (exact source values), ``index_map`` ``(H, W)`` int32
         (positions in the input stack), ``confidence`` ``(H, W)`` float32 = max softmax probability, ``extras`` with
@@ -357,6 +362,12 @@ def fuse_stack_v3(
     n, _c, h, w = _as_layers(stack)
     if precision not in ("auto", "fp32", "bf16"):
         raise StackMFFError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if gather not in ("hard", "soft"):
+        raise StackMFFError(f"gather must be hard or soft, got {gather!r}")
+    if gather == "soft" and model.cfg.head == "regress":
+        raise StackMFFError(
+            "gather='soft' needs a classification head (V3); V3-star regresses depth: use gather='hard'"
+        )
     dev = next(model.parameters()).device
     ac = torch.bfloat16 if precision == "bf16" or (precision == "auto" and _fast_bf16(dev)) else None
     rejected = np.flatnonzero(photometric_outliers(stack)) if reject_outliers else np.zeros(0, np.int64)
@@ -379,7 +390,9 @@ def fuse_stack_v3(
             .numpy()
         )
 
-    image, index, conf = _blend_tiles(stack, logits_fn, plan, regress=model.cfg.head == "regress")
+    image, index, conf = _blend_tiles(
+        stack, logits_fn, plan, regress=model.cfg.head == "regress", soft=gather == "soft"
+    )
     if len(rejected):
         index = keep.astype(np.int32)[index]  # back to positions in the input stack
     return FusionResult(
@@ -393,6 +406,7 @@ def fuse_stack_v3(
             "device": str(dev),
             "precision": "bf16" if ac else "fp32",
             "rejected_layers": rejected.tolist(),
+            "gather": gather,
         },
     )
 
@@ -411,7 +425,9 @@ def _inference_copy(model: StackMFFV3) -> StackMFFV3:
     return model.eval()
 
 
-def _blend_tiles(stack, logits_fn, plan: TilePlan, *, regress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _blend_tiles(
+    stack, logits_fn, plan: TilePlan, *, regress: bool, soft: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run ``logits_fn`` ((N, h, w) luma -> (N, h, w) logits) over feathered tiles, one band of tile rows at a time.
 
     Returns:
@@ -439,7 +455,7 @@ def _blend_tiles(stack, logits_fn, plan: TilePlan, *, regress: bool) -> tuple[np
             wsum[y0 - acc_y0 : y1 - acc_y0, x0:x1] += wt
         del band
         done = ys[iy + 1] if iy + 1 < len(ys) else h  # rows no later tile touches
-        _finalise(stack, acc[:, : done - acc_y0], wsum[: done - acc_y0], acc_y0, regress, image, index, conf)
+        _finalise(stack, acc[:, : done - acc_y0], wsum[: done - acc_y0], acc_y0, regress, image, index, conf, soft)
         if iy + 1 < len(ys):
             ny1 = min(ys[iy + 1] + t, h)
             keep = acc[:, done - acc_y0 :]
@@ -450,7 +466,7 @@ def _blend_tiles(stack, logits_fn, plan: TilePlan, *, regress: bool) -> tuple[np
     return image, index, conf
 
 
-def _finalise(stack, acc, wsum, y0, regress, image, index, conf) -> None:
+def _finalise(stack, acc, wsum, y0, regress, image, index, conf, soft=False) -> None:
     # blended logits of finished rows -> index, confidence, gathered colour
     n, r = acc.shape[0], acc.shape[1]
     if r == 0:
@@ -465,6 +481,12 @@ def _finalise(stack, acc, wsum, y0, regress, image, index, conf) -> None:
     index[rows] = idx.numpy()
     conf[rows] = p.amax(0).numpy()
     out = image[:, rows]
+    if soft:  # probability-weighted mean of the layers
+        pn = p.numpy()
+        out[:] = 0
+        for k in range(n):
+            out += pn[k] * np.asarray(stack[k][:, rows])
+        return
     sel = index[rows]
     for k in range(n):
         m = sel == k

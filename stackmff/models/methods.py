@@ -3,7 +3,8 @@
 Options (all keyword-only, also reachable from the CLI with ``-O KEY=VALUE``): ``weights`` (checkpoint path, default
 the shipped weights), ``device`` ("auto", "cpu", "cuda", "cuda:1"...), ``memory_budget_mb``, ``tile``, ``overlap``,
 ``precision`` ("auto", "fp32", "bf16"), ``reject_outliers`` (drop exposure-shifted and blank layers before the
-network, default true; see :func:`~stackmff.models.inference.photometric_outliers`).
+network, default true; see :func:`~stackmff.models.inference.photometric_outliers`), ``gather`` ("hard": exact
+source values of the most probable layer, default; "soft": probability-weighted mean, the paper's output).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def _run(
     overlap: int | None,
     precision: str,
     reject_outliers: bool,
+    gather: str = "hard",
 ) -> FusionResult:
     check_stack(stack)
     dev = resolve_device(device)
@@ -52,6 +54,7 @@ def _run(
         overlap=overlap,
         precision=precision,
         reject_outliers=reject_outliers,
+        gather=gather,
     )
     res.extras["weights"] = str(path)
     return res
@@ -68,6 +71,7 @@ def fuse_stackmff_v3(
     overlap: int | None = None,
     precision: str = "auto",
     reject_outliers: bool = True,
+    gather: str = "hard",
 ) -> FusionResult:
     """Fuse a ``(N, C, H, W)`` stack in [0, 1] with StackMFF V3 (any N >= 2, any layer order).
 
@@ -84,6 +88,7 @@ def fuse_stackmff_v3(
         overlap=overlap,
         precision=precision,
         reject_outliers=reject_outliers,
+        gather=gather,
     )
 
 

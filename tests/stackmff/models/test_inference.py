@@ -208,3 +208,15 @@ def test_bf16_and_fp32_pick_the_same_layers_with_the_shipped_weights():
     assert (a.extras["precision"], b.extras["precision"]) == ("fp32", "bf16")
     assert (a.index_map == b.index_map).mean() > 0.98
     assert (a.index_map == 0).mean() > 0.9  # and both pick the sharp layer
+
+
+def test_soft_gather_is_the_probability_weighted_mean(small_model):
+    st = _stack(4, 3, 40, 70)
+    res = fuse_stack_v3(st, small_model, gather="soft", precision="fp32")
+    p = predict_logits(small_model, np.stack([luma(x) for x in st])).softmax(0).numpy()  # (N, H, W)
+    np.testing.assert_allclose(res.image, (p[:, None] * st).sum(0), atol=1e-5)
+    hard = fuse_stack_v3(st, small_model, precision="fp32")
+    np.testing.assert_array_equal(res.index_map, hard.index_map)  # same decision, different colour rule
+    assert not np.array_equal(res.image, hard.image)
+    with pytest.raises(StackMFFError, match="gather"):
+        fuse_stack_v3(st, small_model, gather="mean")
