@@ -12,9 +12,10 @@ Three measurements, each in layer-megapixels per second (N · H · W / 1e6 / sec
   what the fusion itself needs, including the output image, index and confidence maps.
 
 - ``openfocus`` (optional, ``--openfocus BIN``): the author's app (``pip install openfocus`` in a SEPARATE venv;
-  never import it) on the same 8-bit stack files as ours, ``-m stackmffv3 --cpu``, timed as whole commands with peak
-  RSS from ``/usr/bin/time``-style ``resource`` accounting of the child; quality as PSNR against the AiF image of a
-  held-out procedural stack, clean and with four invalid layers (blurred, duplicate, noisy, exposure-shifted).
+  never import it) on the same 8-bit stack files as ours, ``-m stackmffv3 --cpu``, timed as whole commands (wall and
+  CPU seconds of the child from ``resource`` accounting; the ratios are the speed-ups); quality as PSNR against the
+  AiF image of a held-out procedural stack, clean and with four invalid layers (blurred, duplicate, noisy,
+  exposure-shifted).
   ``--gather hard|soft`` picks the same colour rule on both sides (OpenFocus' ``--ai-mode``; its default is soft,
   which also averages two inference scales).
 
@@ -186,15 +187,20 @@ def memory(args: argparse.Namespace) -> dict:
 
 
 def _run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a child command (``ru_maxrss`` of the largest child so far)."""
+    """Wall seconds and CPU seconds (user + system) of a child command.
+
+    CPU time is the steadier measure on a shared machine: wall time also counts the time the child waits for a core.
+    """
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     sec = time.perf_counter() - t0
-    return sec, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return sec, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 def openfocus_compare(args: argparse.Namespace) -> dict:
-    """Ours vs OpenFocus ``stackmffv3`` on the same 8-bit layer files: time, peak RSS, PSNR clean / invalid."""
+    """Ours vs OpenFocus ``stackmffv3`` on the same 8-bit layer files: wall and CPU time, PSNR clean / invalid."""
     import cv2
     from skimage.metrics import peak_signal_noise_ratio
 
@@ -231,10 +237,10 @@ def openfocus_compare(args: argparse.Namespace) -> dict:
                 "fuse_to_file; fuse_to_file(sys.argv[1], sys.argv[2], 'stackmff_v3', "
                 "method_options={'weights': sys.argv[3] or None, 'device': 'cpu', 'gather': sys.argv[5]})"
             )
-            t_ours, _ = _run_timed(
+            t_ours, cpu_ours = _run_timed(
                 [sys.executable, "-c", code, str(d), str(ours), args.weights or "", str(args.threads), args.gather]
             )
-            t_of, _ = _run_timed(
+            t_of, cpu_of = _run_timed(
                 [
                     args.openfocus,
                     "-i",
@@ -254,13 +260,16 @@ def openfocus_compare(args: argparse.Namespace) -> dict:
                 env,
             )
             res = {}
-            for who, path, sec in (("ours", ours, t_ours), ("openfocus", theirs, t_of)):
+            for who, path, sec, cpu in (("ours", ours, t_ours, cpu_ours), ("openfocus", theirs, t_of, cpu_of)):
                 img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
                 img = img[..., ::-1].astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)
                 res[who] = {
                     "seconds": round(sec, 2),
+                    "cpu_seconds": round(cpu, 2),
                     "psnr": round(float(peak_signal_noise_ratio(aif, img, data_range=1.0)), 2),
                 }
+            res["speedup_wall"] = round(t_of / t_ours, 2)
+            res["speedup_cpu"] = round(cpu_of / cpu_ours, 2)
             out[case] = res
             if args.keep_outputs:
                 for f in (ours, theirs):
