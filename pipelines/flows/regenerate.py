@@ -25,7 +25,13 @@ from stackmff._checks import StackMFFError
 DEPLOYMENT = "regenerate-nightly"
 
 
-@task(task_run_name="dvc {args}", timeout_seconds=4 * 3600)
+def _dvc_run_name() -> str:
+    from prefect.runtime import task_run
+
+    return " ".join(["dvc", *task_run.parameters.get("args", [])])
+
+
+@task(task_run_name=_dvc_run_name, timeout_seconds=4 * 3600)
 def dvc(args: list[str], root: str) -> str:
     """Run a DVC command in ``root``; returns its output (raises with the tail of it on failure).
 

@@ -89,3 +89,12 @@ def test_regenerate_flow_runs_dvc_and_publishes(tmp_path, prefect_server):
     assert out == str(tmp_path / "pub" / "index.html") and (tmp_path / "pub" / "index.html").is_file()
     # a second run is a no-op for DVC
     assert "up to date" in rflow.dvc.fn(["status"], str(tmp_path))
+    from prefect.client.orchestration import get_client
+
+    async def names():
+        async with get_client() as c:
+            return {r.name for r in await c.read_task_runs()}
+
+    import asyncio
+
+    assert "dvc repro" in asyncio.run(names())  # readable task name: the DVC command line
