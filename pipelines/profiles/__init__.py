@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import io
 import os
+import re
 import shlex
 import tempfile
 from collections.abc import Mapping
@@ -187,17 +188,65 @@ def apply_profile(
     return target
 
 
-def dvc_set_args(overrides: Mapping[str, Any]) -> list[str]:
-    """The ``dvc exp run`` arguments (``-S key=value`` with YAML flow values) equivalent to ``overrides``."""
-    args = []
+def _hydra_value(value: Any) -> str:
+    """A value in Hydra's override grammar (what ``dvc exp run -S`` parses): strings quoted, containers inline."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "\\'") + "'"
+    if isinstance(value, list):
+        return "[" + ", ".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_hydra_key(str(k))}: {_hydra_value(v)}" for k, v in value.items()) + "}"
+    raise StackMFFError(f"cannot express {value!r} as a dvc exp run -S value")
+
+
+def _hydra_key(key: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", key):
+        raise StackMFFError(
+            f"key {key!r} cannot be set with dvc exp run -S (Hydra keys are identifiers); apply the profile"
+        )
+    return key
+
+
+def dvc_set_args(overrides: Mapping[str, Any], params: str | os.PathLike = "params.yaml") -> list[str]:
+    """The ``dvc exp run`` arguments equivalent to applying ``overrides`` to ``params``.
+
+    DVC applies ``-S`` with Hydra, which merges mappings instead of replacing them, so a mapping value becomes one
+    override per leaf (``+key`` for a new key) plus ``~key`` deletions of the keys the profile leaves out.
+    """
+    current = yaml.safe_load(Path(params).read_text(encoding="utf-8")) or {}
+    out: list[str] = []
+
+    def walk(key: str, value: Any, cur: Any, exists: bool) -> None:
+        if isinstance(value, dict) and value and isinstance(cur, dict):
+            for k in cur:
+                if k not in value:
+                    out.extend(["-S", f"~{key}.{_hydra_key(str(k))}"])
+            for k, v in value.items():
+                walk(f"{key}.{_hydra_key(str(k))}", v, cur.get(k), k in cur)
+            return
+        out.extend(["-S", f"{'' if exists else '+'}{key}={_hydra_value(value)}"])
+
     for key, value in overrides.items():
-        text = yaml.safe_dump(value, default_flow_style=True, width=10**9, sort_keys=False).strip()
-        if text.endswith("\n..."):
-            text = text[: -len("\n...")]
-        args += ["-S", f"{key}={text}"]
-    return args
+        for part in key.split("."):
+            _hydra_key(part)
+        cur: Any = current
+        exists = True
+        for part in key.split("."):
+            if isinstance(cur, dict) and part in cur:
+                cur = cur[part]
+            else:
+                cur, exists = None, False
+                break
+        walk(key, value, cur, exists)
+    return out
 
 
-def format_dvc_command(overrides: Mapping[str, Any]) -> str:
+def format_dvc_command(overrides: Mapping[str, Any], params: str | os.PathLike = "params.yaml") -> str:
     """``dvc exp run -S ... -S ...`` as one shell-quoted line."""
-    return shlex.join(["dvc", "exp", "run", *dvc_set_args(overrides)])
+    return shlex.join(["dvc", "exp", "run", *dvc_set_args(overrides, params)])

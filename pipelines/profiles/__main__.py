@@ -23,7 +23,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     overrides = load_profile(a.profile, benchmark_root=a.benchmark_root)
     if a.print_set:
-        print(format_dvc_command(overrides))
+        print(format_dvc_command(overrides, a.params))
         return 0
     path = apply_profile(overrides, a.params, out=a.out)
     print(

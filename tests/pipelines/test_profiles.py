@@ -106,19 +106,29 @@ def test_profile_errors_are_one_line_and_write_nothing(tmp_path):
     assert params.read_bytes() == before
 
 
-def test_print_set_round_trips_through_yaml(tmp_path):
-    overrides = load_profile("paper", benchmark_root=tmp_path)
-    args = dvc_set_args(overrides)
-    assert args[::2] == ["-S"] * len(overrides)
-    parsed = dict(a.split("=", 1) for a in args[1::2])
-    assert {k: yaml.safe_load(v) for k, v in parsed.items()} == overrides
+def test_print_set_means_the_same_as_applying(tmp_path):
+    """DVC applies -S with Hydra (merging mappings): the printed overrides, applied by DVC's own code, must give
+    exactly the params that applying the profile gives."""
+    from dvc.utils.hydra import apply_overrides
+
+    bench = tmp_path / "it's a root"  # a quote in the path survives the quoting
+    bench.mkdir()
+    overrides = load_profile("paper", benchmark_root=bench)
+    args = dvc_set_args(overrides, ROOT / "params.yaml")
+    assert args[::2] == ["-S"] * (len(args) // 2)
+    assert "~synthesize.train.datasets.procedural" in args  # replaced mapping: the default's key is deleted
+    by_dvc, ours = tmp_path / "dvc.yaml", tmp_path / "ours.yaml"
+    shutil.copyfile(ROOT / "params.yaml", by_dvc)
+    apply_overrides(by_dvc, args[1::2])
+    apply_profile(overrides, ROOT / "params.yaml", out=ours)
+    assert yaml.safe_load(by_dvc.read_text()) == yaml.safe_load(ours.read_text())
     cli = subprocess.run(
-        [sys.executable, "-m", "pipelines.profiles", "paper", "--benchmark-root", str(tmp_path), "--print-set"],
+        [sys.executable, "-m", "pipelines.profiles", "paper", "--benchmark-root", str(bench), "--print-set"],
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
-    assert cli.returncode == 0 and shlex.split(cli.stdout)[:3] == ["dvc", "exp", "run"]
+    assert cli.returncode == 0 and shlex.split(cli.stdout) == ["dvc", "exp", "run", *args]
     bad = subprocess.run(
         [sys.executable, "-m", "pipelines.profiles", "paper"], cwd=ROOT, capture_output=True, text=True
     )
