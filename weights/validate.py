@@ -6,7 +6,8 @@ Test sets (never seen in training; training draws procedural scenes with seed 0,
 - ``middlebury``: the 7 Middlebury 2005/2006 half-size RGB-D scenes of ``../shared/data/middlebury_rgbd`` (research
   use; read at run time, never copied), rendered with ``synthesize_physical`` (N = 8, seed 0). Skipped when absent.
 
-For every stack and method: PSNR and SSIM (scikit-image, RGB, data range 1) of the fused image against the AiF
+Methods: every classical method, ``stackmff_v3`` (hard gather: exact source values) and ``stackmff_v3:soft``
+(``gather="soft"``: probability-weighted colour, the paper's output). For every stack and method: PSNR and SSIM (scikit-image, RGB, data range 1) of the fused image against the AiF
 image; ``shuffle_delta_db`` = |PSNR(layers in random order) - PSNR(focus order)|; ``invalid_delta_db`` = PSNR with
 four invalid layers inserted (blurred everywhere, duplicate, strong noise, exposure-shifted) minus clean PSNR.
 
@@ -76,14 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write per-stack and mean results here (atomic)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    methods = args.methods or [m.name for m in list_methods() if not m.learned] + ["stackmff_v3"]
+    # "stackmff_v3:soft" = the stackmff_v3 method with gather="soft" (probability-weighted colour)
+    methods = args.methods or [m.name for m in list_methods() if not m.learned] + ["stackmff_v3", "stackmff_v3:soft"]
     rows = []
     for set_name, stacks in _stacks(args).items():
         for name, st in stacks:
             variants = _variants(st, np.random.default_rng(zlib.crc32(name.encode())))
             for meth in methods:
-                fm = get_fusion_method(meth)
+                base, _, gather = meth.partition(":")
+                fm = get_fusion_method(base)
                 opts = {"weights": args.weights, "device": "cpu"} if fm.learned else {}
+                if gather:
+                    opts["gather"] = gather
                 row = {"set": set_name, "stack": name, "method": meth, "layers": st.n}
                 for vname, layers in variants.items():
                     t0 = time.perf_counter()
@@ -93,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
                 row["shuffle_delta_db"] = abs(row["shuffled_psnr"] - row["clean_psnr"])
                 row["invalid_delta_db"] = row["invalid_psnr"] - row["clean_psnr"]
                 rows.append(row)
-                print(f"{set_name:10s} {name:12s} {meth:18s} psnr {row['clean_psnr']:6.2f} ssim {row['clean_ssim']:.4f}"
-                      f" shuffle {row['shuffle_delta_db']:.3f} invalid {row['invalid_delta_db']:+.2f}", file=sys.stderr)
+                print(
+                    f"{set_name:10s} {name:12s} {meth:18s} psnr {row['clean_psnr']:6.2f} ssim {row['clean_ssim']:.4f}"
+                    f" shuffle {row['shuffle_delta_db']:.3f} invalid {row['invalid_delta_db']:+.2f}",
+                    file=sys.stderr,
+                )
     keys = ["clean_psnr", "clean_ssim", "shuffle_delta_db", "invalid_delta_db", "invalid_psnr", "clean_seconds"]
     summary: dict = {}
     for set_name in dict.fromkeys(r["set"] for r in rows):
