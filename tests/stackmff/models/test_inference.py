@@ -220,3 +220,14 @@ def test_soft_gather_is_the_probability_weighted_mean(small_model):
     assert not np.array_equal(res.image, hard.image)
     with pytest.raises(StackMFFError, match="gather"):
         fuse_stack_v3(st, small_model, gather="mean")
+
+
+@pytest.mark.parametrize("scene", ["petteri_focus_stack/pcb", "cmcguinness_ring/ring"])
+def test_real_stacks_lose_no_layer_to_outlier_rejection_but_a_shifted_copy_is_caught(shared_data, scene):
+    from stackmff.io import load_stack
+    from stackmff.models.inference import photometric_outliers
+
+    st = load_stack(shared_data / scene).images
+    assert not photometric_outliers(st).any()
+    shifted = np.clip(st[len(st) // 2] * 0.45 + 0.05, 0, 1)[None]  # the same frame, ~1.2 stops darker
+    assert photometric_outliers(np.concatenate([st, shifted])).nonzero()[0].tolist() == [len(st)]
