@@ -242,6 +242,28 @@ def _collect_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
     return files
 
 
+def _available_memory() -> int | None:
+    """Bytes of memory the kernel says can be allocated without swapping (Linux ``MemAvailable``), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_memory(nbytes: int, what: str) -> None:
+    """Refuse, with a one-line error, an allocation that cannot fit in the memory available now."""
+    avail = _available_memory()
+    if avail is not None and nbytes > avail:
+        raise StackMFFError(
+            f"the stack ({what}) needs {nbytes / 2**30:.1f} GiB as float32 but only {avail / 2**30:.1f} GiB of memory "
+            "is available; fuse fewer layers at a time, downscale the images, or free memory"
+        )
+
+
 def load_stack(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     *,
@@ -272,10 +294,8 @@ def load_stack(
         arrays, had_alpha = read_image_file(f)
         if had_alpha:
             alpha_files.append(f.name)
-        for arr in arrays:
-            img, b = from_uint(arr)
-            bits = max(bits, b)
-            layers.append(img)
+        for arr in arrays:  # kept decoded (uint8/16: 1/4 or 1/2 of float32) until the stack is allocated
+            layers.append(arr)
             paths.append(f)
     if alpha_files:
         log.warning("alpha channel dropped from %d layer(s): %s", len(alpha_files), ", ".join(alpha_files))
@@ -294,15 +314,34 @@ def load_stack(
     any_color = any(img.ndim == 3 for img in layers)
     want_rgb = color == "rgb" or (color == "auto" and any_color)
     h, w = layers[0].shape[:2]
-    out = np.empty((len(layers), 3 if want_rgb else 1, h, w), dtype=np.float32)
-    for i, img in enumerate(layers):
-        if img.ndim == 2:
-            out[i] = img[None]  # broadcasts gray into every channel
-        elif want_rgb:
-            out[i] = img.transpose(2, 0, 1)
-        else:
-            out[i, 0] = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    shape = (len(layers), 3 if want_rgb else 1, h, w)
+    _check_memory(int(np.prod(shape)) * 4, f"{shape[0]} layers of {w}x{h}")
+    out = np.empty(shape, dtype=np.float32)
+    for i, arr in enumerate(layers):
+        bits = max(bits, _into_float(arr, out[i], rgb=want_rgb))
+        layers[i] = None  # type: ignore[call-overload]  # release the decoded layer as soon as it is converted
     return Stack(images=out, paths=paths, bit_depth=bits)
+
+
+def _into_float(arr: np.ndarray, out: np.ndarray, *, rgb: bool) -> int:
+    """Write a decoded ``(H, W)`` / ``(H, W, 3)`` layer into ``out`` ``(C, H, W)`` float32 exactly as
+    :func:`from_uint` converts it, without a float temporary of the whole layer; returns its bit depth."""
+    if arr.ndim == 3 and not rgb:  # colour layer into a gray stack (only with color="gray")
+        out[0] = cv2.cvtColor(from_uint(arr)[0], cv2.COLOR_RGB2GRAY)
+        return from_uint(arr[:1, :1])[1]
+    if arr.dtype == np.uint8 or arr.dtype == bool:
+        scale, bits = 255.0 if arr.dtype == np.uint8 else 1.0, 8
+    elif arr.dtype == np.uint16:
+        scale, bits = 65535.0, 16
+    elif np.issubdtype(arr.dtype, np.integer):
+        arr, scale, bits = np.clip(arr, 0, 65535), 65535.0, 16
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr, scale, bits = np.clip(arr, 0.0, 1.0), 1.0, 8
+    else:
+        raise StackMFFError(f"unsupported pixel type {arr.dtype}; convert the image to 8 or 16-bit.")
+    src = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # gray broadcasts into every channel
+    np.divide(src, np.float32(scale), out=out, dtype=np.float32, casting="unsafe")
+    return bits
 
 
 def save_image(

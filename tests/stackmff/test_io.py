@@ -262,3 +262,37 @@ def test_find_pair_scenes_by_name_and_by_order(tmp_path, caplog):
     write_image(tmp_path / "MFFW" / "A" / "y-A.png", _rgb(8, 8))
     with pytest.raises(StackMFFError, match="A has 2 images and B has 1"):
         find_pair_scenes(tmp_path, ["MFFW"])
+
+
+def _noise_stack(folder, n=4, h=300, w=400):
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        write_image(folder / f"{k}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return folder
+
+
+def test_load_stack_peak_memory_is_about_one_float_stack(tmp_path):
+    import tracemalloc
+
+    folder = _noise_stack(tmp_path / "s")
+    tracemalloc.start()
+    try:
+        stack = load_stack(folder)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # float32 stack + the decoded uint8 layers (1/4) + one float layer in flight; holding every layer twice as
+    # float32 (the naive way) would peak at 2x
+    assert peak < 1.4 * stack.images.nbytes, peak / stack.images.nbytes
+
+
+def test_stack_larger_than_available_memory_is_refused_in_one_line(tmp_path, monkeypatch):
+    import stackmff.io as sio
+
+    folder = _noise_stack(tmp_path / "s", n=3, h=40, w=50)
+    monkeypatch.setattr(sio, "_available_memory", lambda: 10_000)  # bytes
+    with pytest.raises(StackMFFError, match=r"3 layers of 50x40.*GiB.*fuse fewer layers") as err:
+        load_stack(folder)
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(sio, "_available_memory", lambda: None)  # unknown (not Linux): no check
+    assert load_stack(folder).images.shape == (3, 3, 40, 50)
