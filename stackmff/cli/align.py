@@ -12,10 +12,14 @@ from .._checks import StackMFFError
 TRANSFORMS_NAME = "transforms.json"
 
 
-def add_alignment_options(g: argparse._ArgumentGroup) -> None:
-    """Options shared by ``align`` and ``fuse``: transforms files, output frame, failed layers."""
-    g.add_argument("--transforms", metavar="PATH", help="apply the transforms in this file instead of estimating them")
-    g.add_argument("--save-transforms", metavar="PATH", help="write the transforms used to this JSON file")
+def add_alignment_options(g: argparse._ArgumentGroup, *, per_stack: bool = True) -> None:
+    """Options shared by ``align``, ``fuse`` and (without the per-stack ones: transforms files, reference layer)
+    ``fuse-dataset`` / ``fuse-pairs``: output frame, failed layers."""
+    if per_stack:
+        g.add_argument(
+            "--transforms", metavar="PATH", help="apply the transforms in this file instead of estimating them"
+        )
+        g.add_argument("--save-transforms", metavar="PATH", help="write the transforms used to this JSON file")
     g.add_argument(
         "--align-frame",
         choices=("crop", "fill"),
@@ -23,17 +27,20 @@ def add_alignment_options(g: argparse._ArgumentGroup) -> None:
         help="crop to the region every layer covers, or keep the reference frame and fill from the reference layer",
     )
     g.add_argument("--drop-failed", action="store_true", help="leave out layers whose alignment failed")
-    g.add_argument("--align-reference", type=int, metavar="K", help="reference layer index (default: the middle one)")
+    if per_stack:
+        g.add_argument(
+            "--align-reference", type=int, metavar="K", help="reference layer index (default: the middle one)"
+        )
 
 
 def alignment_options(args: argparse.Namespace) -> dict:
     """The ``align_stack`` keyword options the alignment arguments ask for."""
     opts: dict = {"frame": args.align_frame, "drop_failed": args.drop_failed}
-    if args.transforms:
+    if getattr(args, "transforms", None):
         opts["transforms"] = args.transforms
-    if args.save_transforms:
+    if getattr(args, "save_transforms", None):
         opts["save_transforms"] = args.save_transforms
-    if args.align_reference is not None:
+    if getattr(args, "align_reference", None) is not None:
         opts["reference"] = args.align_reference
     return opts
 

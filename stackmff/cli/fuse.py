@@ -56,18 +56,9 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
         default="auto",
         help="register layers before fusing; auto estimates a similarity transform and skips registered stacks",
     )
-    if single:
-        from .align import add_alignment_options
+    from .align import add_alignment_options
 
-        add_alignment_options(a)
-    else:
-        a.add_argument(
-            "--align-frame",
-            choices=("crop", "fill"),
-            default="crop",
-            help="crop to the region every layer covers, or keep the reference frame and fill from the reference",
-        )
-        a.add_argument("--drop-failed", action="store_true", help="leave out layers whose alignment failed")
+    add_alignment_options(a, per_stack=single)
     perf = p.add_argument_group("performance")
     perf.add_argument("--device", help="torch device for learned methods (default: cuda if available, else cpu)")
     perf.add_argument("--memory-budget", type=int, metavar="MB", help="memory budget for learned methods in MB")
@@ -157,7 +148,8 @@ def _cmd_fuse_pairs(args: argparse.Namespace) -> int:
 
 def _cmd_fuse_many(args: argparse.Namespace, run) -> int:
     """``fuse-dataset`` / ``fuse-pairs``: ``run`` is :func:`fuse_dataset` or :func:`fuse_pairs`."""
-    align_options: dict = {"frame": args.align_frame, "drop_failed": args.drop_failed}
+    from .align import alignment_options
+
     summaries = run(
         args.root,
         args.output,
@@ -169,7 +161,7 @@ def _cmd_fuse_many(args: argparse.Namespace, run) -> int:
         index_maps=args.index_maps,
         progress=not args.no_progress,
         method_options=_method_options(args),
-        align_options=align_options,
+        align_options=alignment_options(args),
     )
     _emit(args, summaries)
     if not args.json:

@@ -143,19 +143,13 @@ def fuse_dataset(
     With ``index_maps`` the index maps go to ``<outdir>/<dataset>/index_maps/<scene>.png``. ``align_options`` are
     :func:`stackmff.align.align_stack` keywords applied to every stack (e.g. ``frame``, ``drop_failed``).
     """
-    jobs = [
-        (
-            sc.dataset,
-            sc.scene,
-            sc.stack_dir,
-            Path(outdir) / sc.dataset / f"{sc.scene}{ext}",
-            Path(outdir) / sc.dataset / "index_maps" / f"{sc.scene}.png" if index_maps else None,
-        )
-        for sc in find_stack_scenes(root, datasets)
-    ]
+    scenes = [(sc.dataset, sc.scene, sc.stack_dir) for sc in find_stack_scenes(root, datasets)]
     return _fuse_many(
-        jobs,
+        scenes,
+        outdir,
         method,
+        ext=ext,
+        index_maps=index_maps,
         overwrite=overwrite,
         align=align,
         progress=progress,
@@ -180,19 +174,13 @@ def fuse_pairs(
 ) -> list[dict]:
     """Fuse every pair of ``<root>/<dataset>/{A,B}/`` into ``<outdir>/<dataset>/<name><ext>`` (options as
     :func:`fuse_dataset`)."""
-    jobs = [
-        (
-            pr.dataset,
-            pr.scene,
-            [pr.a, pr.b],
-            Path(outdir) / pr.dataset / f"{pr.scene}{ext}",
-            Path(outdir) / pr.dataset / "index_maps" / f"{pr.scene}.png" if index_maps else None,
-        )
-        for pr in find_pair_scenes(root, datasets)
-    ]
+    scenes = [(pr.dataset, pr.scene, [pr.a, pr.b]) for pr in find_pair_scenes(root, datasets)]
     return _fuse_many(
-        jobs,
+        scenes,
+        outdir,
         method,
+        ext=ext,
+        index_maps=index_maps,
         overwrite=overwrite,
         align=align,
         progress=progress,
@@ -202,24 +190,29 @@ def fuse_pairs(
 
 
 def _fuse_many(
-    jobs: list[tuple[str, str, object, Path, Path | None]],
+    scenes: list[tuple[str, str, object]],
+    outdir: str | Path,
     method: str,
     *,
+    ext: str,
+    index_maps: bool,
     overwrite: bool,
     align: str,
     progress: bool,
     method_options: dict | None,
     align_options: dict | None,
 ) -> list[dict]:
-    """Run :func:`fuse_to_file` over ``(dataset, scene, inputs, output, index_map)`` jobs with one progress bar."""
+    """Fuse ``(dataset, scene, inputs)`` into ``<outdir>/<dataset>/<scene><ext>`` (index maps in
+    ``<outdir>/<dataset>/index_maps/``) with one progress bar."""
     get_fusion_method(method)  # an unknown method fails before the first stack
     summaries = []
-    for dataset, scene, inputs, out, imap in _progress(jobs, f"fuse {method}", progress):
+    for dataset, scene, inputs in _progress(scenes, f"fuse {method}", progress):
+        folder = Path(outdir) / dataset
         s = fuse_to_file(
             inputs,
-            out,
+            folder / f"{scene}{ext}",
             method,
-            index_map=imap,
+            index_map=folder / "index_maps" / f"{scene}.png" if index_maps else None,
             overwrite=overwrite,
             align=align,
             method_options=method_options,
