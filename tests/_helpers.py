@@ -89,3 +89,33 @@ def write_image(path: Path, image: np.ndarray) -> Path:
     if not cv2.imwrite(str(path), arr):
         raise OSError(f"could not write {path}")
     return path
+
+
+def write_tiny_depth_anything(path: Path) -> Path:
+    """Save a tiny randomly initialised Depth Anything V2 (the real transformers classes) + processor to ``path``."""
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=56,
+        patch_size=14,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+        reshape_hidden_states=False,
+    )
+    cfg = DepthAnythingConfig(
+        backbone_config=backbone,
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+        reassemble_hidden_size=32,
+    )
+    DepthAnythingForDepthEstimation(cfg).save_pretrained(path)
+    DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14).save_pretrained(
+        path
+    )
+    return Path(path)

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _helpers import write_tiny_depth_anything
 
 from pipelines.config import DepthParams, ExtractParams, PrepareParams
 from pipelines.stages import depth, extract, prepare
@@ -98,32 +99,7 @@ def test_extract_nyu_then_depth_inverts_dataset_depth_to_disparity(tmp_path):
 @pytest.mark.slow  # builds and runs a tiny Depth Anything V2 model (~10 s)
 def test_depth_stage_estimates_with_a_local_checkpoint(tmp_path):
     pytest.importorskip("transformers")
-    import torch
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
-    torch.manual_seed(0)
-    backbone = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=56,
-        patch_size=14,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-        reshape_hidden_states=False,
-    )
-    cfg = DepthAnythingConfig(
-        backbone_config=backbone,
-        neck_hidden_sizes=[8, 16, 32, 32],
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-        reassemble_hidden_size=32,
-    )
-    ckpt = tmp_path / "dav2"
-    DepthAnythingForDepthEstimation(cfg).save_pretrained(ckpt)
-    DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14).save_pretrained(
-        ckpt
-    )
+    ckpt = write_tiny_depth_anything(tmp_path / "dav2")
     ex = tmp_path / "extracted"
     (ex / "images").mkdir(parents=True)
     for k in range(3):

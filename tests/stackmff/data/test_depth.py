@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from _helpers import write_tiny_depth_anything
 
 from stackmff._checks import StackMFFError
 
@@ -16,32 +17,7 @@ from stackmff.data.depth import estimate_depth  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
-    torch.manual_seed(0)
-    backbone = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=56,
-        patch_size=14,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-        reshape_hidden_states=False,
-    )
-    cfg = DepthAnythingConfig(
-        backbone_config=backbone,
-        neck_hidden_sizes=[8, 16, 32, 32],
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-        reassemble_hidden_size=32,
-    )
-    path = tmp_path_factory.mktemp("dav2")
-    DepthAnythingForDepthEstimation(cfg).save_pretrained(path)
-    DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14).save_pretrained(
-        path
-    )
-    return path
+    return write_tiny_depth_anything(tmp_path_factory.mktemp("dav2"))
 
 
 @pytest.mark.slow  # importing transformers + loading the model takes ~10 s on the 2-core machine
