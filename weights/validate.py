@@ -6,8 +6,9 @@ Test sets (never seen in training; training draws procedural scenes with seed 0,
 - ``middlebury``: the 7 Middlebury 2005/2006 half-size RGB-D scenes of ``../shared/data/middlebury_rgbd`` (research
   use; read at run time, never copied), rendered with ``synthesize_physical`` (N = 8, seed 0). Skipped when absent.
 
-Methods: every classical method, ``stackmff_v3`` (hard gather: exact source values) and ``stackmff_v3:soft``
-(``gather="soft"``: probability-weighted colour, the paper's output). For every stack and method: PSNR and SSIM (scikit-image, RGB, data range 1) of the fused image against the AiF
+Methods: every classical method, ``stackmff_v3`` (default ``gather="pyramid"``: Laplacian-pyramid blend steered by
+the probabilities), ``stackmff_v3:hard`` (exact source values of the most probable layer) and ``stackmff_v3:soft``
+(probability-weighted colour, the paper's output). For every stack and method: PSNR and SSIM (scikit-image, RGB, data range 1) of the fused image against the AiF
 image; ``shuffle_delta_db`` = |PSNR(layers in random order) - PSNR(focus order)|; ``invalid_delta_db`` = PSNR with
 four invalid layers inserted (blurred everywhere, duplicate, strong noise, exposure-shifted) minus clean PSNR.
 
@@ -77,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write per-stack and mean results here (atomic)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    # "stackmff_v3:soft" = the stackmff_v3 method with gather="soft" (probability-weighted colour)
-    methods = args.methods or [m.name for m in list_methods() if not m.learned] + ["stackmff_v3", "stackmff_v3:soft"]
+    # "stackmff_v3:soft" = the stackmff_v3 method with gather="soft" (probability-weighted colour), etc.
+    methods = args.methods or [m.name for m in list_methods() if not m.learned] + [
+        "stackmff_v3",
+        "stackmff_v3:hard",
+        "stackmff_v3:soft",
+    ]
     rows = []
     for set_name, stacks in _stacks(args).items():
         for name, st in stacks:

@@ -11,13 +11,17 @@ Three measurements, each in layer-megapixels per second (N · H · W / 1e6 / sec
   not counted) with a memory budget, sampling its anonymous resident memory (``RssAnon``) every 20 ms; the peak is
   what the fusion itself needs, including the output image, index and confidence maps.
 
+- ``cli_memory`` (optional, ``--cli-memory``): the whole ``stackmff fuse`` command on N 8-bit JPEG layers of the
+  ``--mem-size``, with each ``--cli-gather``, peak ``RssAnon`` and ``VmRSS`` of the child sampled every 20 ms.
+
 - ``openfocus`` (optional, ``--openfocus BIN``): the author's app (``pip install openfocus`` in a SEPARATE venv;
   never import it) on the same 8-bit stack files as ours, ``-m stackmffv3 --cpu``, timed as whole commands (wall and
   CPU seconds of the child from ``resource`` accounting; the ratios are the speed-ups); quality as PSNR against the
   AiF image of a held-out procedural stack, clean and with four invalid layers (blurred, duplicate, noisy,
   exposure-shifted).
   ``--gather hard|soft`` picks the same colour rule on both sides (OpenFocus' ``--ai-mode``; its default is soft,
-  which also averages two inference scales).
+  which also averages two inference scales); ``--gather pyramid`` (our default) is compared with OpenFocus' soft
+  default, as it has no pyramid mode.
 
 Machines here are shared: compare ratios from one run, not absolute times across runs. Use ``--threads`` to pin the
 torch thread count (1 on a loaded 2-core machine; 2 threads that spin-wait on a busy core are much slower).
@@ -186,6 +190,73 @@ def memory(args: argparse.Namespace) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _status_mb(pid: int) -> tuple[float, float]:
+    """(RssAnon, VmRSS) of a process in MB; NaN once it has exited."""
+    anon = rss = float("nan")
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    anon = int(line.split()[1]) / 1024
+                elif line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return anon, rss
+
+
+def cli_memory(args: argparse.Namespace) -> list[dict]:
+    """Peak memory of the whole ``stackmff fuse`` command on N 8-bit JPEG layers of H×W, for each ``--cli-gather``.
+
+    What a user sees: decoding, the stack as the CLI keeps it, the network, the colour rule and writing the result,
+    plus the interpreter and its imports. Sampled from ``/proc/<pid>/status`` every 20 ms: ``RssAnon`` (the
+    process' own memory) and ``VmRSS`` (also counting mapped library pages such as libtorch).
+    """
+    import cv2
+
+    n, (h, w) = args.mem_layers, args.mem_size
+    out = []
+    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
+        d = Path(tmp) / "layers"
+        d.mkdir()
+        rng = np.random.default_rng(0)
+        for k in range(n):  # random rows tiled down the image, lightly blurred per layer: JPEG-typical content
+            img = np.resize(rng.integers(0, 256, (64, w, 3), dtype=np.uint8), (h, w, 3))
+            img = cv2.GaussianBlur(img, (0, 0), 0.5 + 0.3 * k)
+            cv2.imwrite(str(d / f"{k:02d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        for gather in args.cli_gather:
+            dst = Path(tmp) / f"fused_{gather}.jpg"
+            cmd = [sys.executable, "-m", "stackmff", "fuse", str(d), "-o", str(dst), "--align", "none"]
+            cmd += ["--memory-budget", str(args.budget), "-O", f"gather={gather}"]
+            if args.weights:
+                cmd += ["--weights", args.weights]
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            peak_anon = peak_rss = 0.0
+            while proc.poll() is None:
+                anon, rss = _status_mb(proc.pid)
+                peak_anon, peak_rss = max(peak_anon, anon or 0.0), max(peak_rss, rss or 0.0)
+                time.sleep(0.02)
+            err = proc.stderr.read() if proc.stderr else ""
+            if proc.returncode:
+                raise RuntimeError(f"stackmff fuse failed ({proc.returncode}): {err.strip()}")
+            out.append(
+                {
+                    "gather": gather,
+                    "layers": n,
+                    "height": h,
+                    "width": w,
+                    "budget_mb": args.budget,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "peak_anon_mb": round(peak_anon, 1),
+                    "peak_rss_mb": round(peak_rss, 1),
+                }
+            )
+            print("cli memory", out[-1], file=sys.stderr)
+    return out
+
+
 def _run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system) of a child command.
 
@@ -255,7 +326,7 @@ def openfocus_compare(args: argparse.Namespace) -> dict:
                     "--threads",
                     str(args.threads),
                     "--ai-mode",
-                    args.gather,
+                    "hard" if args.gather == "hard" else "soft",
                 ],
                 env,
             )
@@ -298,14 +369,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--of-size", type=int, default=512, help="side of the OpenFocus comparison stack")
     p.add_argument(
         "--gather",
-        choices=("hard", "soft"),
-        default="hard",
-        help="colour rule on both sides of the OpenFocus comparison (ours: gather=; OpenFocus: --ai-mode)",
+        choices=("hard", "soft", "pyramid"),
+        default="pyramid",
+        help="our colour rule in the OpenFocus comparison (OpenFocus --ai-mode: hard for hard, else soft)",
     )
     p.add_argument("--keep-outputs", metavar="DIR", help="copy the fused images of the OpenFocus comparison here")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument(
+        "--cli-memory", action="store_true", help="also measure the whole `stackmff fuse` command (--mem-* JPEGs)"
+    )
+    p.add_argument("--cli-gather", nargs="+", default=["hard", "pyramid"], help="gather options for --cli-memory")
     p.add_argument("--json", help="write the results here (atomic)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -331,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_memory:
         out["memory"] = memory(args)
         print("memory", out["memory"], file=sys.stderr)
+    if args.cli_memory:
+        out["cli_memory"] = cli_memory(args)
     if args.openfocus:
         out["openfocus"] = openfocus_compare(args)
         print("openfocus", out["openfocus"], file=sys.stderr)

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from .._checks import StackMFFError, check_shape
+from ..fusion._common import noise_std
 
 __all__ = [
     "INVALID_KINDS",
@@ -434,7 +435,8 @@ def _invalid_layer(kind: str, stack: SynthStack, rng: np.random.Generator) -> np
         r = float(rng.uniform(2.5, max(3.0, min(h, w) / 24)))
         hwc = np.ascontiguousarray(stack.aif.transpose(1, 2, 0))
         out = cv2.filter2D(hwc, -1, disc_kernel(r), borderType=cv2.BORDER_REFLECT_101).transpose(2, 0, 1)
-        out = out + np.float32(rng.uniform(0.0, 0.01)) * rng.standard_normal(out.shape, dtype=np.float32)
+        # the noise of the layer it replaces (measured on it): a missed-focus frame has the sensor's noise, no more
+        out = out + np.float32(noise_std(src)) * rng.standard_normal(out.shape, dtype=np.float32)
     elif kind == "noisy":
         out = src + np.float32(rng.uniform(0.06, 0.25)) * rng.standard_normal(src.shape, dtype=np.float32)
     elif kind == "exposure":

@@ -1,4 +1,4 @@
-"""Memory-bounded StackMFF V3 inference: luma in, colour gathered from the original layers.
+"""Memory-bounded StackMFF V3 inference: luma in, per-pixel layer probabilities out, colour made from the layers.
 
 The image is cut into overlapping tiles (reflect-padded to a multiple of 32, never resized). Inside a tile every
 layer goes through the per-layer encoder on its own (``layer_group`` layers at a time), keeping only its 1/4-resolution
@@ -6,8 +6,10 @@ map; the full-resolution part (upsampling, last conv, cross-layer attention) the
 are blended with linear feathering over the overlaps, one band of tile rows at a time, so the memory for logits and
 luma is ``O(N · tile · W)`` and the rest is bounded by ``memory_budget_mb`` instead of by the image size.
 
-The fused colour of a pixel is the exact source value of the chosen layer (a gather, no blending), so 8- and 16-bit
-inputs survive bit for bit.
+The colour rule (``gather``): by default the probabilities steer a Laplacian-pyramid blend of the layers
+(:func:`pyramid_blend`, strip-wise, exact); ``"hard"`` copies the exact source value of the most probable layer, so 8-
+and 16-bit inputs survive bit for bit; ``"soft"`` is the probability-weighted mean. Layers that must not be fused
+(exposure-shifted, blank, much noisier: :func:`outlier_layers`) are dropped before the network.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
 from .._checks import StackMFFError
+from ..fusion._common import noise_std
 from ..fusion.registry import FusionResult
 from .stackmff_v3 import StackMFFV3, StackMFFV3Config, expected_index, fold_batchnorm
 
@@ -32,9 +36,12 @@ __all__ = [
     "fuse_stack_v3",
     "load_model",
     "luma",
+    "noise_outliers",
+    "outlier_layers",
     "photometric_outliers",
     "plan_tiles",
     "predict_logits",
+    "pyramid_blend",
     "resolve_device",
     "save_checkpoint",
 ]
@@ -311,13 +318,45 @@ def photometric_outliers(
     Returns:
         ``(N,)`` bool, True for an outlier layer.
     """
-    import cv2
-
     n, _c, h, w = _as_layers(stack)
     s = max(1, min(h, w) // 64)
     low = np.stack([cv2.GaussianBlur(luma(np.asarray(stack[k][:, ::s, ::s])), (0, 0), 2.0) for k in range(n)])
     dev = np.median(np.abs(low - np.median(low, axis=0)), axis=(1, 2))  # (N,)
     out = (dev > threshold) & (dev > ratio * np.median(dev))
+    return out if n - out.sum() >= 2 else np.zeros(n, bool)
+
+
+def noise_outliers(
+    stack: np.ndarray | Sequence[np.ndarray], *, threshold: float = 0.033, ratio: float = 2.5
+) -> np.ndarray:
+    """Layers far noisier than the rest of the stack (a frame shot at a much higher ISO, a corrupted frame).
+
+    A layer is an outlier when its :func:`~stackmff.fusion._common.noise_std` exceeds ``threshold`` and ``ratio``
+    times the stack's median, so a uniformly noisy (high-ISO) stack keeps every layer and a 2-layer stack is never
+    touched. Measured (luma): every layer of every real stack in ``../shared/data`` <= 0.010; valid synthetic layers
+    <= 0.026 (a sharp layer whose fine diagonal grating fills the frame: 0.026; sharp textured layers of a held-out
+    procedural stack: 0.025); the "noisy" invalid layers of the synthesis (std 0.06-0.25 per channel, i.e. >= 0.040
+    in luma) 0.062-0.144 on the tuning stacks, 3.4-40× their stack's median. The median is no sharper reference: in
+    a stack of few layers, sharp textured layers raise it (0.020 in that procedural stack).
+    Why not leave it to the network: on low-texture scenes (a rendered room) the shipped V3 picked a layer with
+    noise std 0.06 on 93 % of the pixels (-18.9 dB), because there the noise is the only high frequency in the stack;
+    and the pyramid gather takes the largest detail coefficients, which in a noisy layer are everywhere.
+    Limit: a layer sharp on isotropic pixel-scale texture (sand, film grain) over most of the frame, in a stack whose
+    other layers are all smooth, can look like a noisy frame; ``reject_outliers=False`` keeps it.
+
+    Returns:
+        ``(N,)`` bool, True for an outlier layer.
+    """
+    n, _c, _h, _w = _as_layers(stack)
+    sig = np.array([noise_std(stack[k]) for k in range(n)])
+    out = (sig > threshold) & (sig > ratio * np.median(sig))
+    return out if n - out.sum() >= 2 else np.zeros(n, bool)
+
+
+def outlier_layers(stack: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """Layers that must not be fused: :func:`photometric_outliers` or :func:`noise_outliers`; ``(N,)`` bool."""
+    n = _as_layers(stack)[0]
+    out = photometric_outliers(stack) | noise_outliers(stack)
     return out if n - out.sum() >= 2 else np.zeros(n, bool)
 
 
@@ -330,7 +369,7 @@ def fuse_stack_v3(
     overlap: int | None = None,
     precision: str = "auto",
     reject_outliers: bool = True,
-    gather: str = "hard",
+    gather: str = "pyramid",
 ) -> FusionResult:
     """Fuse a focal stack with a StackMFF V3 model.
 
@@ -346,13 +385,17 @@ def fuse_stack_v3(
             stays fp32) or "auto": bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32. On
             held-out stacks bf16 changes PSNR by < 0.01 dB (procedural 34.698 vs 34.695, Middlebury 41.226 vs
             41.235); on CPU the encoder runs ~1.8x faster (whole fusion ~1.25x, 1 thread).
-        reject_outliers: drop :func:`photometric_outliers` (exposure-shifted, blank layers) before the network:
-            the network alone still picks an exposure-shifted layer on 2-10 % of the pixels of large images
-            (-17 dB on Middlebury stacks); the other invalid kinds it rejects by itself.
+        reject_outliers: drop :func:`outlier_layers` (exposure-shifted, blank and much noisier layers) before the
+            network: the network alone still picks an exposure-shifted layer on 2-10 % of the pixels of large
+            images (-17 dB on Middlebury stacks) and a noisy layer in low-texture scenes; blurred and duplicated
+            layers it rejects by itself.
 
-        gather: "hard" = each pixel's colour is the exact source value of its most probable layer; "soft" = the
+        gather: "pyramid" (default) = :func:`pyramid_blend`, a Laplacian-pyramid blend steered by the probabilities
+            (not exact source values; the best PSNR/SSIM of the three, see weights/README.md);
+            "hard" = each pixel's colour is the exact source value of its most probable layer; "soft" = the
             softmax-probability-weighted mean of the layers' values (the StackMFF V3 paper's and OpenFocus'
             default output; not exact source values; +0.5 dB PSNR on noisy held-out procedural stacks).
+            "pyramid" keeps the blended logits (2 bytes per layer-pixel) instead of a gathered image.
 
     Returns:
         FusionResult with ``image`` ``(C, H, W)`` float32 (exact source values), ``index_map`` ``(H, W)`` int32
@@ -362,15 +405,15 @@ def fuse_stack_v3(
     n, _c, h, w = _as_layers(stack)
     if precision not in ("auto", "fp32", "bf16"):
         raise StackMFFError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    if gather not in ("hard", "soft"):
-        raise StackMFFError(f"gather must be hard or soft, got {gather!r}")
-    if gather == "soft" and model.cfg.head == "regress":
+    if gather not in GATHERS:
+        raise StackMFFError(f"gather must be one of {', '.join(GATHERS)}, got {gather!r}")
+    if gather != "hard" and model.cfg.head == "regress":
         raise StackMFFError(
-            "gather='soft' needs a classification head (V3); V3-star regresses depth: use gather='hard'"
+            f"gather={gather!r} needs a classification head (V3); V3-star regresses depth: use gather='hard'"
         )
     dev = next(model.parameters()).device
     ac = torch.bfloat16 if precision == "bf16" or (precision == "auto" and _fast_bf16(dev)) else None
-    rejected = np.flatnonzero(photometric_outliers(stack)) if reject_outliers else np.zeros(0, np.int64)
+    rejected = np.flatnonzero(outlier_layers(stack)) if reject_outliers else np.zeros(0, np.int64)
     keep = np.setdiff1d(np.arange(n), rejected)
     if len(rejected):
         stack = [stack[int(k)] for k in keep]  # views: a memmap is still read lazily
@@ -390,9 +433,14 @@ def fuse_stack_v3(
             .numpy()
         )
 
+    # "pyramid" keeps the blended logits of the whole image (fp16: 2 bytes per layer-pixel) for the blend below
+    logits = np.empty((n, h, w), np.float16) if gather == "pyramid" else None
     image, index, conf = _blend_tiles(
-        stack, logits_fn, plan, regress=model.cfg.head == "regress", soft=gather == "soft"
+        stack, logits_fn, plan, regress=model.cfg.head == "regress", soft=gather == "soft", logits_out=logits
     )
+    if logits is not None:
+        image = pyramid_blend(stack, logits)
+        del logits
     if len(rejected):
         index = keep.astype(np.int32)[index]  # back to positions in the input stack
     return FusionResult(
@@ -411,6 +459,194 @@ def fuse_stack_v3(
     )
 
 
+GATHERS = ("hard", "soft", "pyramid")
+
+
+def pyramid_blend(
+    stack: np.ndarray | Sequence[np.ndarray],
+    logits: np.ndarray,
+    *,
+    alpha: float = 0.5,
+    beta: float = 4.0,
+    window: int = 5,
+    levels: int | None = None,
+    strip_rows: int = 256,
+) -> np.ndarray:
+    """Laplacian-pyramid blend of the layers, steered by the network's per-pixel layer probabilities.
+
+    Every layer is split into a Laplacian pyramid (Burt & Adelson). At each detail level, the weight of layer k is a
+    softmax over layers of ``alpha · log G(p_k) + beta · log S_k``: ``G(p_k)`` the network's probability for layer k
+    reduced to that level (Gaussian pyramid), ``S_k`` the local energy of the layer's luma coefficients in a
+    ``window``² box (Burt & Kolczynski's salience). So the network decides which layers may contribute where (a
+    noisy or blurred layer gets p ≈ 0 everywhere and a wrong-depth layer p ≈ 0 in that region), and within the
+    layers it allows, the sharpest coefficients win, mixed smoothly across depth edges instead of cut by a per-pixel
+    choice. The coarsest level is the mean of the layers.
+
+    Memory: an online (streaming) softmax over layers keeps running sums instead of N pyramids, and the finest level
+    (3/4 of a pyramid) is never held for the whole image: levels >= 1 are built from each layer's half-resolution
+    Gaussian level (computed ``strip_rows`` rows at a time), then level 0 is blended and the image rebuilt strip by
+    strip with a margin that makes every strip exact (the result equals the whole-image computation). Besides the
+    inputs and the output image: ~1.2 float32 planes of the image (log-sum-exp, half-resolution pyramids) plus
+    strips.
+
+    ``alpha``, ``beta`` and ``window`` were chosen on tuning stacks disjoint from every validation set (procedural
+    seed 555, Open3D RGB-D frames rendered with seeds 50-53): among alpha 0-1, beta 1-6 and max-selection, window
+    3/5, this was the one that beat both the best classical methods on both sets.
+
+    Limit: the probability is a prior, not a veto: with p floored at 1e-6 a layer the network rules out still wins
+    where its salience is more than ~5.6× (1e-6 ** (-alpha/beta)) that of the allowed layers. A layer of strong
+    noise does that everywhere, which is why :func:`fuse_stack_v3` drops :func:`outlier_layers` first; with that
+    rejection off, 4 invalid layers cost 18 dB here (tuning stacks) against < 0.1 dB with it. Gating layers out
+    below a fraction of the best probability recovered only 28 of those dB and cost 0.3-1.5 dB on clean stacks.
+
+    Args:
+        stack: ``(N, C, H, W)`` in [0, 1] or a sequence of N ``(C, H, W)`` layers.
+        logits: ``(N, H, W)`` per-layer logits (any float dtype).
+        alpha, beta: exponents of the probability and of the salience.
+        window: salience box side (odd).
+        levels: detail levels; default until the coarsest level is ~8 px on its short side.
+        strip_rows: rows per strip of the full-resolution passes.
+
+    Returns:
+        ``(C, H, W)`` float32 clipped to [0, 1].
+    """
+    from ..fusion._common import auto_levels
+    from ..fusion.laplacian_pyramid import build_laplacian_pyramid, collapse_laplacian_pyramid
+
+    n, c, h, w = _as_layers(stack)
+    if logits.shape != (n, h, w):
+        raise StackMFFError(f"logits must have shape {(n, h, w)}, got {logits.shape}")
+    levels = auto_levels(h, w) if levels is None else levels
+    strip_rows = max(2, int(strip_rows) // 2 * 2)  # even: strips keep the pyramids' 2:1 row phase
+    # log-sum-exp over layers, streamed: log p_k = logit_k - lse
+    lse = np.max(logits, axis=0).astype(np.float32)
+    lsum = np.zeros((h, w), np.float32)
+    for k in range(n):
+        lsum += np.exp(logits[k].astype(np.float32) - lse)
+    lse += np.log(lsum)
+    del lsum
+
+    def layer_rows(k: int, r0: int, r1: int) -> np.ndarray:  # (rows, W, C) float32
+        return np.ascontiguousarray(np.asarray(stack[k][:, r0:r1], np.float32).transpose(1, 2, 0))
+
+    def prob_rows(k: int, r0: int, r1: int) -> np.ndarray:  # (rows, W, 1)
+        return np.exp(logits[k, r0:r1].astype(np.float32) - lse[r0:r1])[..., None]
+
+    blend = _OnlineSoftmax(alpha, beta, window)
+    # levels >= 1: the half-resolution Gaussian level of every layer and of its probability, then their pyramids
+    coarse = [_OnlineSoftmax(alpha, beta, window) for _ in range(levels - 1)]
+    base = None
+    for k in range(n):
+        g1 = _pyr_down_strips(lambda r0, r1, k=k: layer_rows(k, r0, r1), h, strip_rows)
+        prob = _pyr_down_strips(lambda r0, r1, k=k: prob_rows(k, r0, r1), h, strip_rows)[..., 0]
+        bands = build_laplacian_pyramid(g1[..., 0] if c == 1 else g1, levels - 1)
+        del g1
+        bands = [b if b.ndim == 3 else b[..., None] for b in bands]
+        for lev, acc in enumerate(coarse):
+            acc.add(bands[lev], prob)
+            bands[lev] = None  # type: ignore[call-overload]
+            prob = cv2.pyrDown(prob, borderType=cv2.BORDER_REFLECT_101)
+        base = bands[-1] / np.float32(n) if base is None else base + bands[-1] / np.float32(n)
+        del bands, prob
+    assert base is not None
+    fused = [acc.result() for acc in coarse] + [base]
+    del coarse
+    low = collapse_laplacian_pyramid([f[..., 0] for f in fused] if c == 1 else fused)  # the fused level 1
+    low = low[..., None] if low.ndim == 2 else low
+    del fused
+
+    # level 0 and the rebuilt image, strip by strip: a margin of 16 rows covers pyrDown + pyrUp (+-4 rows) and the
+    # salience box; the coarse rows for pyrUp get 2 rows of margin
+    image = np.empty((c, h, w), np.float32)
+    h1 = low.shape[0]
+    margin = 16
+    for y0 in range(0, h, strip_rows):
+        y1 = min(h, y0 + strip_rows)
+        a0, a1 = max(0, y0 - margin), min(h, y1 + margin)
+        blend.reset()
+        for k in range(n):
+            x = layer_rows(k, a0, a1)
+            band0 = x - cv2.pyrUp(
+                cv2.pyrDown(x, borderType=cv2.BORDER_REFLECT_101),
+                dstsize=(w, a1 - a0),
+                borderType=cv2.BORDER_REFLECT_101,
+            ).reshape(x.shape)
+            del x
+            blend.add(band0, prob_rows(k, a0, a1)[..., 0])
+            del band0
+        detail = blend.result()[y0 - a0 : y1 - a0]
+        b0, b1 = max(0, y0 // 2 - 2), min(h1, (y1 + 1) // 2 + 2)
+        up_h = 2 * (b1 - b0) - (1 if b1 == h1 and h % 2 else 0)  # the full image's odd last row, if it is here
+        up = cv2.pyrUp(low[b0:b1], dstsize=(w, up_h), borderType=cv2.BORDER_REFLECT_101).reshape(up_h, w, c)
+        strip = up[y0 - 2 * b0 : y1 - 2 * b0] + detail
+        np.clip(strip, 0.0, 1.0, out=strip)
+        image[:, y0:y1] = strip.transpose(2, 0, 1)
+    return image
+
+
+class _OnlineSoftmax:
+    """Running softmax-weighted sum of detail bands over layers: weight ∝ p^alpha · S^beta (see pyramid_blend)."""
+
+    def __init__(self, alpha: float, beta: float, window: int) -> None:
+        self.alpha, self.beta, self.window = np.float32(alpha), np.float32(beta), window
+        self.reset()
+
+    def reset(self) -> None:
+        self.max = self.sum = self.acc = None
+
+    def add(self, band: np.ndarray, prob: np.ndarray) -> None:
+        """``band`` ``(h, w, C)`` detail coefficients of one layer, ``prob`` ``(h, w)`` its probability there."""
+        lum = band[..., 0] if band.shape[2] == 1 else band @ np.float32(_REC601)
+        score = cv2.boxFilter(np.square(lum), -1, (self.window, self.window), borderType=cv2.BORDER_REFLECT_101)
+        score += np.float32(1e-10)
+        np.log(score, out=score)
+        score *= self.beta
+        lp = prob + np.float32(1e-6)
+        np.log(lp, out=lp)
+        lp *= self.alpha
+        score += lp
+        del lp
+        if self.max is None:
+            self.max, self.sum, self.acc = score, np.ones_like(score), band.copy()
+            return
+        new_max = np.maximum(self.max, score)
+        old = self.max
+        old -= new_max
+        np.exp(old, out=old)  # rescales what has been accumulated
+        score -= new_max
+        np.exp(score, out=score)  # this layer's unnormalised weight
+        self.sum *= old
+        self.sum += score
+        for ch in range(band.shape[2]):
+            self.acc[..., ch] *= old
+            self.acc[..., ch] += score * band[..., ch]
+        self.max = new_max
+
+    def result(self) -> np.ndarray:
+        out = self.acc / self.sum[..., None]
+        self.reset()
+        return out
+
+
+def _pyr_down_strips(read_rows, h: int, strip_rows: int) -> np.ndarray:
+    """``cv2.pyrDown`` of an ``(h, W, C)`` image read ``read_rows(r0, r1)`` a strip at a time; equals the whole one.
+
+    Output row i needs input rows 2i-2..2i+2: each strip of output rows is computed from its input rows plus 4 rows
+    of margin (even, so the 2:1 phase is kept), and the rows a strip border could reach are cut off.
+    """
+    h_out = (h + 1) // 2
+    parts = []
+    half = max(1, strip_rows // 2)
+    for o0 in range(0, h_out, half):
+        o1 = min(h_out, o0 + half)
+        a0, a1 = max(0, 2 * o0 - 4), min(h, 2 * o1 + 4)
+        x = read_rows(a0, a1)
+        d = cv2.pyrDown(x, borderType=cv2.BORDER_REFLECT_101)
+        d = d.reshape(d.shape[0], d.shape[1], x.shape[2])
+        parts.append(d[o0 - a0 // 2 : o1 - a0 // 2])
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
 def _fast_bf16(dev: torch.device) -> bool:
     # bf16 by default where it is native: CUDA, or a CPU whose oneDNN has bf16 instructions (AVX512-BF16/AMX)
     if dev.type == "cuda":
@@ -426,7 +662,7 @@ def _inference_copy(model: StackMFFV3) -> StackMFFV3:
 
 
 def _blend_tiles(
-    stack, logits_fn, plan: TilePlan, *, regress: bool, soft: bool = False
+    stack, logits_fn, plan: TilePlan, *, regress: bool, soft: bool = False, logits_out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run ``logits_fn`` ((N, h, w) luma -> (N, h, w) logits) over feathered tiles, one band of tile rows at a time.
 
@@ -434,7 +670,8 @@ def _blend_tiles(
         image ``(C, H, W)``, index ``(H, W)`` int32, confidence ``(H, W)`` float32.
     """
     n, c, h, w = _as_layers(stack)
-    image = np.empty((c, h, w), np.float32)
+    # with logits_out the caller makes the colour itself: no gathered image
+    image = np.empty((c, h, w), np.float32) if logits_out is None else None
     index = np.empty((h, w), np.int32)
     conf = np.empty((h, w), np.float32)
     t, ov = (plan.tile, plan.overlap) if plan.tiled else (max(h, w), 0)
@@ -455,7 +692,9 @@ def _blend_tiles(
             wsum[y0 - acc_y0 : y1 - acc_y0, x0:x1] += wt
         del band
         done = ys[iy + 1] if iy + 1 < len(ys) else h  # rows no later tile touches
-        _finalise(stack, acc[:, : done - acc_y0], wsum[: done - acc_y0], acc_y0, regress, image, index, conf, soft)
+        _finalise(
+            stack, acc[:, : done - acc_y0], wsum[: done - acc_y0], acc_y0, regress, image, index, conf, soft, logits_out
+        )
         if iy + 1 < len(ys):
             ny1 = min(ys[iy + 1] + t, h)
             keep = acc[:, done - acc_y0 :]
@@ -466,12 +705,14 @@ def _blend_tiles(
     return image, index, conf
 
 
-def _finalise(stack, acc, wsum, y0, regress, image, index, conf, soft=False) -> None:
+def _finalise(stack, acc, wsum, y0, regress, image, index, conf, soft=False, logits_out=None) -> None:
     # blended logits of finished rows -> index, confidence, gathered colour
     n, r = acc.shape[0], acc.shape[1]
     if r == 0:
         return
     lg = torch.from_numpy(acc / wsum[None])  # (N, r, W)
+    if logits_out is not None:  # the caller blends the colour itself (gather="pyramid")
+        logits_out[:, y0 : y0 + r] = lg.numpy()
     p = lg.softmax(0)
     if regress:
         idx = torch.round(expected_index(lg, dim=0) * (n - 1)).clamp_(0, n - 1).to(torch.int32)
@@ -480,6 +721,8 @@ def _finalise(stack, acc, wsum, y0, regress, image, index, conf, soft=False) -> 
     rows = slice(y0, y0 + r)
     index[rows] = idx.numpy()
     conf[rows] = p.amax(0).numpy()
+    if image is None:
+        return
     out = image[:, rows]
     if soft:  # probability-weighted mean of the layers
         pn = p.numpy()

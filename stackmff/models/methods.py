@@ -2,9 +2,11 @@
 
 Options (all keyword-only, also reachable from the CLI with ``-O KEY=VALUE``): ``weights`` (checkpoint path, default
 the shipped weights), ``device`` ("auto", "cpu", "cuda", "cuda:1"...), ``memory_budget_mb``, ``tile``, ``overlap``,
-``precision`` ("auto", "fp32", "bf16"), ``reject_outliers`` (drop exposure-shifted and blank layers before the
-network, default true; see :func:`~stackmff.models.inference.photometric_outliers`), ``gather`` ("hard": exact
-source values of the most probable layer, default; "soft": probability-weighted mean, the paper's output).
+``precision`` ("auto", "fp32", "bf16"), ``reject_outliers`` (drop exposure-shifted, blank and much noisier layers
+before the network, default true; see :func:`~stackmff.models.inference.outlier_layers`), ``gather`` ("pyramid":
+Laplacian-pyramid blend steered by the probabilities, the default and the best PSNR/SSIM, see
+:func:`~stackmff.models.inference.pyramid_blend`; "hard": exact source values of the most probable layer, for 16-bit
+scientific data that must not be resampled; "soft": probability-weighted mean, the paper's output).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _run(
     overlap: int | None,
     precision: str,
     reject_outliers: bool,
-    gather: str = "hard",
+    gather: str = "pyramid",
 ) -> FusionResult:
     check_stack(stack)
     dev = resolve_device(device)
@@ -60,7 +62,9 @@ def _run(
     return res
 
 
-@register_method("stackmff_v3", "StackMFF V3 network: per-pixel layer classification, colour gathered", learned=True)
+@register_method(
+    "stackmff_v3", "StackMFF V3 network: per-pixel layer probabilities steer a pyramid blend", learned=True
+)
 def fuse_stackmff_v3(
     stack: np.ndarray,
     *,
@@ -71,7 +75,7 @@ def fuse_stackmff_v3(
     overlap: int | None = None,
     precision: str = "auto",
     reject_outliers: bool = True,
-    gather: str = "hard",
+    gather: str = "pyramid",
 ) -> FusionResult:
     """Fuse a ``(N, C, H, W)`` stack in [0, 1] with StackMFF V3 (any N >= 2, any layer order).
 
@@ -120,4 +124,5 @@ def fuse_stackmff_v3_star(
         overlap=overlap,
         precision=precision,
         reject_outliers=reject_outliers,
+        gather="hard",
     )

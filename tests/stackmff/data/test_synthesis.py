@@ -225,6 +225,17 @@ def test_each_invalid_kind(scene, kind):
             assert lap(lay) < 0.5 * lap(s.aif)
 
 
+def test_blurred_layer_has_the_noise_of_the_stack_it_joins(scene):
+    from stackmff.fusion._common import noise_std
+
+    for noise, lo, hi in (((1e-4, 2e-3), 0.5, 1.6), ((1e-3, 1e-2), 0.5, 1.6), ((0.0, 0.0), 0.0, 1.6)):
+        base = synthesize_physical(scene.image, scene.disparity, 4, rng=0, noise=noise)
+        s = inject_invalid_layers(base, 3, kinds=["blurred"], count=1)
+        j = s.kinds.index("blurred")
+        valid = np.median([noise_std(x) for x in base.layers])
+        assert lo * valid < noise_std(s.layers[j]) < hi * valid, (noise, noise_std(s.layers[j]), valid)
+
+
 def test_duplicate_first_copy_is_target_after_any_shuffle(scene):
     base = synthesize_physical(scene.image, scene.disparity, 3, rng=0)
     s = inject_invalid_layers(base, 0, kinds=["duplicate"], count=3)

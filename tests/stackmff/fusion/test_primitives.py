@@ -114,3 +114,28 @@ def test_gff_small_images_shrink_the_radii():
     stack, _, _ = synthetic_stack(2, height=20, width=24)
     result = fuse_guided_filter(stack)
     assert result.image.shape == (3, 20, 24) and result.extras["r1"] < 45
+
+
+@pytest.mark.parametrize("sigma", [0.003, 0.02, 0.1])
+def test_noise_std_recovers_gaussian_noise_on_a_textured_image(sigma):
+    from stackmff.fusion._common import noise_std
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:300, 0:400].astype(np.float32)
+    img = 0.5 + 0.3 * np.sin(xx / 9.0) * np.cos(yy / 13.0) + 0.1 * (xx / 400)  # smooth texture + ramp
+    img = np.stack([img, img * 0.9, img * 0.8]) + sigma * rng.standard_normal((3, 300, 400)).astype(np.float32)
+    # the luma of 3 identical-noise channels with independent noise: std = sigma * |Rec.601 weights|_2
+    expect = sigma * float(np.sqrt(0.299**2 + 0.587**2 + 0.114**2))
+    assert noise_std(img) == pytest.approx(expect, rel=0.12)
+    assert noise_std(img[:1]) == pytest.approx(sigma, rel=0.12)  # gray layer
+
+
+def test_noise_std_is_not_fooled_by_an_oriented_texture():
+    from stackmff.fusion._common import noise_std
+
+    yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
+    noise = 0.005 * np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    for stripes in (xx + yy, xx, yy, xx - yy):  # a fine grating (period 3 px, contrast 0.2) in four directions
+        grating = 0.5 + 0.1 * np.sin(2 * np.pi * stripes / 3.0)
+        assert noise_std(grating[None]) < 1e-4  # no noise: nothing, however strong the pixel-scale detail
+        assert noise_std((grating + noise)[None]) < 0.015  # 0.005 noise reads as at most ~2x, not as the 0.1 grating
