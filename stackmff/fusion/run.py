@@ -87,9 +87,10 @@ def fuse_to_file(
         for p in (imap, imap.with_name(imap.stem + "_preview.png")):
             if p.exists():
                 raise StackMFFError(f"output {p} exists; pass --overwrite to replace it or choose another name")
-    get_fusion_method(method)
+    fm = get_fusion_method(method)
     t0 = time.perf_counter()
-    stack = load_stack(inputs)
+    # the learned methods read the stack region by region: keep the decoded 8/16-bit pixels (4x/2x less memory)
+    stack = load_stack(inputs, compact=fm.learned)
     t_load = time.perf_counter() - t0
     result, info = fuse_loaded(stack, method, align=align, method_options=method_options, align_options=align_options)
     bits = bit_depth or stack.bit_depth

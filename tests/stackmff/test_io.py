@@ -296,3 +296,47 @@ def test_stack_larger_than_available_memory_is_refused_in_one_line(tmp_path, mon
     assert "\n" not in str(err.value)
     monkeypatch.setattr(sio, "_available_memory", lambda: None)  # unknown (not Linux): no check
     assert load_stack(folder).images.shape == (3, 3, 40, 50)
+
+
+def test_compact_stack_converts_exactly_like_the_float_stack(tmp_path):
+    rgb8, rgb16 = _rgb(seed=1), _rgb(seed=2, dtype=np.uint16)
+    write_image(tmp_path / "0.png", rgb8[..., 0].copy())  # gray, broadcast to RGB
+    write_image(tmp_path / "1.png", rgb8)
+    tifffile.imwrite(tmp_path / "2.tif", rgb16)
+    Image.fromarray(np.dstack([rgb8, np.full(rgb8.shape[:2], 9, np.uint8)]), "RGBA").save(tmp_path / "3.png")
+    full, comp = load_stack(tmp_path), load_stack(tmp_path, compact=True)
+    assert comp.images.shape == full.images.shape == (4, 3, 24, 32) and len(comp.images) == 4
+    assert comp.bit_depth == full.bit_depth == 16 and comp.n == 4 and comp.size == (24, 32)
+    np.testing.assert_array_equal(np.asarray(comp.images), full.images)
+    for k in range(4):
+        layer = comp.images[k]
+        assert layer.shape == (3, 24, 32) and layer.ndim == 3
+        np.testing.assert_array_equal(layer[:, 5:9], full.images[k][:, 5:9])  # converts only what is indexed
+        np.testing.assert_array_equal(layer[:, ::3, ::2], full.images[k][:, ::3, ::2])
+        np.testing.assert_array_equal(layer.transpose(1, 2, 0), full.images[k].transpose(1, 2, 0))
+        assert layer[:, 5:9].dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(comp.images[[3, 1]]), full.images[[3, 1]])
+    assert comp.images.nbytes < full.images.nbytes / 2  # 8-bit layers at 1/4, the 16-bit one at 1/2
+    gray = load_stack(tmp_path, color="gray", compact=True)
+    np.testing.assert_array_equal(np.asarray(gray.images), load_stack(tmp_path, color="gray").images)
+
+
+def test_v3_and_alignment_give_the_same_result_on_a_compact_stack(tmp_path):
+    import torch
+
+    from stackmff.align import align_stack
+    from stackmff.models.inference import fuse_stack_v3
+    from stackmff.models.registry import create_model
+
+    folder = _noise_stack(tmp_path / "s", n=3, h=64, w=80)
+    full, comp = load_stack(folder), load_stack(folder, compact=True)
+    torch.manual_seed(0)
+    model = create_model("v3_small").eval()
+    for gather in ("hard", "pyramid"):
+        a = fuse_stack_v3(full.images, model, gather=gather, precision="fp32")
+        b = fuse_stack_v3(comp.images, model, gather=gather, precision="fp32")
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.index_map, b.index_map)
+    ra = align_stack(full.images, mode="translation", skip_tolerance=0)
+    rb = align_stack(comp.images, mode="translation", skip_tolerance=0)
+    np.testing.assert_array_equal(np.asarray(rb.images), ra.images)
