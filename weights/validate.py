@@ -6,11 +6,13 @@ Test sets (never seen in training; training draws procedural scenes with seed 0,
 - ``middlebury``: the 7 Middlebury 2005/2006 half-size RGB-D scenes of ``../shared/data/middlebury_rgbd`` (research
   use; read at run time, never copied), rendered with ``synthesize_physical`` (N = 8, seed 0). Skipped when absent.
 
-Methods: every classical method, ``stackmff_v3`` (default ``gather="pyramid"``: Laplacian-pyramid blend steered by
-the probabilities), ``stackmff_v3:hard`` (exact source values of the most probable layer) and ``stackmff_v3:soft``
-(probability-weighted colour, the paper's output). For every stack and method: PSNR and SSIM (scikit-image, RGB, data range 1) of the fused image against the AiF
-image; ``shuffle_delta_db`` = |PSNR(layers in random order) - PSNR(focus order)|; ``invalid_delta_db`` = PSNR with
-four invalid layers inserted (blurred everywhere, duplicate, strong noise, exposure-shifted) minus clean PSNR.
+Methods: every classical method; ``stackmff_v3`` with its defaults (``gather="pyramid"``: a Laplacian-pyramid blend
+steered by the probabilities; ``half_res=True``: the cross-layer stage at half resolution); ``stackmff_v3:hard``
+(exact source values of the most probable layer), ``stackmff_v3:soft`` (probability-weighted colour, the paper's
+output) and ``stackmff_v3:half_res=false`` (the default colour rule, the network exactly as trained).
+For every stack and method: PSNR and SSIM (scikit-image, RGB, data range 1) of the fused image against the AiF image;
+``shuffle_delta_db`` = |PSNR(layers in random order) - PSNR(focus order)|; ``invalid_delta_db`` = PSNR with four
+invalid layers inserted (blurred everywhere, duplicate, strong noise, exposure-shifted) minus clean PSNR.
 
 Usage::
 
@@ -83,17 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         "stackmff_v3",
         "stackmff_v3:hard",
         "stackmff_v3:soft",
+        "stackmff_v3:half_res=false",
     ]
     rows = []
     for set_name, stacks in _stacks(args).items():
         for name, st in stacks:
             variants = _variants(st, np.random.default_rng(zlib.crc32(name.encode())))
             for meth in methods:
-                base, _, gather = meth.partition(":")
+                base, _, extra = meth.partition(":")  # "stackmff_v3:soft" or "stackmff_v3:half_res=true,gather=hard"
                 fm = get_fusion_method(base)
                 opts = {"weights": args.weights, "device": "cpu"} if fm.learned else {}
-                if gather:
-                    opts["gather"] = gather
+                for item in filter(None, extra.split(",")):
+                    key, eq, value = item.partition("=")
+                    opts.update(
+                        {key: value.lower() == "true" if value.lower() in ("true", "false") else value}
+                        if eq
+                        else {"gather": key}
+                    )
                 row = {"set": set_name, "stack": name, "method": meth, "layers": st.n}
                 for vname, layers in variants.items():
                     t0 = time.perf_counter()

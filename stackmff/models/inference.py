@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .._checks import StackMFFError
 from ..fusion._common import noise_std
@@ -243,6 +244,7 @@ def predict_logits(
     layer_group: int | None = None,
     chunk_pixels: int = 8192,
     autocast_dtype: torch.dtype | None = None,
+    half_res: bool = False,
 ) -> torch.Tensor:
     """Per-layer logits of one luma stack (one tile), streaming layers through the encoder.
 
@@ -252,6 +254,10 @@ def predict_logits(
         layer_group: layers encoded at once (default all).
         chunk_pixels: full-resolution pixels per attention chunk.
         autocast_dtype: e.g. ``torch.bfloat16`` to run convolutions under autocast.
+        half_res: run the full-resolution part (×2 instead of ×4 upsampling, last conv, cross-layer attention) at
+            half resolution and upsample the logits bilinearly: ~2× less network time on CPU; on the tuning stacks
+            -0.06 / -0.01 dB with the pyramid gather (the features there are bilinear upsamplings of a 1/4-resolution
+            map followed by one 3×3 conv, so little is lost).
 
     Returns:
         ``(N, H, W)`` float32 logits on the model's device.
@@ -270,19 +276,24 @@ def predict_logits(
         ]
     low = torch.cat(lows).float() if len(lows) > 1 else lows[0].float()  # (N, E, Hp/4, Wp/4)
     del lows
-    out = torch.empty(n, h, w, device=dev)
-    rows = max(1, min(h, chunk_pixels // wp))
-    for r0 in range(0, h, rows):
-        r1 = min(r0 + rows, h)
+    scale = 2 if half_res else 4
+    # rows/cols of the map the attention runs on: the image itself, or (half_res) the whole padded half map
+    oh, ow = (hp // 2, wp // 2) if half_res else (h, w)
+    out = torch.empty(n, oh, ow, device=dev)
+    rows = max(1, min(oh, chunk_pixels // (scale * low.shape[-1])))
+    for r0 in range(0, oh, rows):
+        r1 = min(r0 + rows, oh)
         with ac:
-            feats = model.decode(low, rows=(r0, r1))  # (N, E, r, Wp)
+            feats = model.decode(low, rows=(r0, r1), scale=scale)  # (N, E, r, scale * Wp/4)
         e = feats.shape[1]
         # channel-major fp32 tokens for the planar attention (bf16 attention measured no faster on CPU in the
         # pipeline); sub-chunks small enough to stay in cache
-        planar = feats[..., :w].float().transpose(0, 1).reshape(e, n, -1)  # (E, N, r*W)
+        planar = feats[..., :ow].float().transpose(0, 1).reshape(e, n, -1)  # (E, N, r*W)
         dst = out[:, r0:r1].view(n, -1)  # (N, r*W)
         for p0 in range(0, planar.shape[2], _ATTN_PIXELS):
             dst[:, p0 : p0 + _ATTN_PIXELS] = model.interact_planar(planar[:, :, p0 : p0 + _ATTN_PIXELS])
+    if half_res:
+        out = F.interpolate(out[None], scale_factor=2, mode="bilinear", align_corners=False)[0, :, :h, :w]
     return out
 
 
@@ -370,6 +381,7 @@ def fuse_stack_v3(
     precision: str = "auto",
     reject_outliers: bool = True,
     gather: str = "pyramid",
+    half_res: bool = True,
 ) -> FusionResult:
     """Fuse a focal stack with a StackMFF V3 model.
 
@@ -396,6 +408,9 @@ def fuse_stack_v3(
             softmax-probability-weighted mean of the layers' values (the StackMFF V3 paper's and OpenFocus'
             default output; not exact source values; +0.5 dB PSNR on noisy held-out procedural stacks).
             "pyramid" keeps the blended logits (2 bytes per layer-pixel) instead of a gathered image.
+        half_res: the cross-layer stage at half resolution (:func:`predict_logits`; default): ~2× less network
+            time on CPU for -0.04 / -0.02 dB on the held-out sets (weights/README.md); False runs the network
+            exactly as trained.
 
     Returns:
         FusionResult with ``image`` ``(C, H, W)`` float32 (exact source values), ``index_map`` ``(H, W)`` int32
@@ -427,7 +442,9 @@ def fuse_stack_v3(
 
     def logits_fn(lum: np.ndarray) -> np.ndarray:
         return (
-            predict_logits(model, lum, layer_group=group, chunk_pixels=plan.chunk_pixels, autocast_dtype=ac)
+            predict_logits(
+                model, lum, layer_group=group, chunk_pixels=plan.chunk_pixels, autocast_dtype=ac, half_res=half_res
+            )
             .float()
             .cpu()
             .numpy()
@@ -455,6 +472,7 @@ def fuse_stack_v3(
             "precision": "bf16" if ac else "fp32",
             "rejected_layers": rejected.tolist(),
             "gather": gather,
+            "half_res": half_res,
         },
     )
 

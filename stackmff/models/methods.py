@@ -6,7 +6,9 @@ the shipped weights), ``device`` ("auto", "cpu", "cuda", "cuda:1"...), ``memory_
 before the network, default true; see :func:`~stackmff.models.inference.outlier_layers`), ``gather`` ("pyramid":
 Laplacian-pyramid blend steered by the probabilities, the default and the best PSNR/SSIM, see
 :func:`~stackmff.models.inference.pyramid_blend`; "hard": exact source values of the most probable layer, for 16-bit
-scientific data that must not be resampled; "soft": probability-weighted mean, the paper's output).
+scientific data that must not be resampled; "soft": probability-weighted mean, the paper's output), ``half_res``
+(cross-layer stage at half resolution, default true: ~2x less network time on CPU for -0.04 dB; false = the network
+exactly as trained).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def _run(
     precision: str,
     reject_outliers: bool,
     gather: str = "pyramid",
+    half_res: bool = False,
 ) -> FusionResult:
     check_stack(stack)
     dev = resolve_device(device)
@@ -57,6 +60,7 @@ def _run(
         precision=precision,
         reject_outliers=reject_outliers,
         gather=gather,
+        half_res=half_res,
     )
     res.extras["weights"] = str(path)
     return res
@@ -76,6 +80,7 @@ def fuse_stackmff_v3(
     precision: str = "auto",
     reject_outliers: bool = True,
     gather: str = "pyramid",
+    half_res: bool = True,
 ) -> FusionResult:
     """Fuse a ``(N, C, H, W)`` stack in [0, 1] with StackMFF V3 (any N >= 2, any layer order).
 
@@ -93,6 +98,7 @@ def fuse_stackmff_v3(
         precision=precision,
         reject_outliers=reject_outliers,
         gather=gather,
+        half_res=half_res,
     )
 
 

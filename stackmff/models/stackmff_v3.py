@@ -363,26 +363,28 @@ class StackMFFV3(nn.Module):
         """Per-layer encoder to the 1/4-resolution map: ``(B', 1, H, W)`` → ``(B', E, H/4, W/4)``."""
         return self.encoder(x)
 
-    def decode(self, low: torch.Tensor, *, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    def decode(self, low: torch.Tensor, *, rows: tuple[int, int] | None = None, scale: int = 4) -> torch.Tensor:
         """Full-resolution features: bilinear ×4, 3×3 ConvBN+GELU, sigmoid.
 
         Args:
             low: ``(B', E, h, w)`` output of :meth:`encode` for the whole (padded) image.
-            rows: optional full-resolution row range ``[r0, r1)`` to produce; the result equals the matching rows of
-                the whole-image result exactly (a halo of one low-res row and one full-res row is taken).
+            rows: optional output row range ``[r0, r1)`` to produce; the result equals the matching rows of the
+                whole-image result exactly (a halo of one low-res row and one output row is taken).
+            scale: upsampling factor: 4 = full resolution (the network as trained); 2 = half resolution, an
+                inference shortcut for the cross-layer stage (see ``predict_logits(half_res=True)``).
 
         Returns:
-            ``(B', E, r1 - r0, 4w)`` features in (0, 1).
+            ``(B', E, r1 - r0, scale·w)`` features in (0, 1).
         """
         h = low.shape[-2]
-        r0, r1 = rows if rows is not None else (0, 4 * h)
-        # low-res rows whose bilinear footprint covers full-res rows [r0 - 1, r1 + 1), plus one row of margin
-        l0, l1 = max((r0 - 1) // 4 - 1, 0), min((r1 + 1 + 3) // 4 + 1, h)
+        r0, r1 = rows if rows is not None else (0, scale * h)
+        # low-res rows whose bilinear footprint covers output rows [r0 - 1, r1 + 1), plus one row of margin
+        l0, l1 = max((r0 - 1) // scale - 1, 0), min((r1 + 1 + scale - 1) // scale + 1, h)
         up = F.interpolate(
-            low[:, :, l0:l1], scale_factor=4, mode="bilinear", align_corners=False
-        )  # (B', E, 4(l1-l0), W)
-        a, b = max(r0 - 1, 0), min(r1 + 1, 4 * h)
-        up = up[:, :, a - 4 * l0 : b - 4 * l0]  # rows [a, b) of the whole-image upsampling
+            low[:, :, l0:l1], scale_factor=scale, mode="bilinear", align_corners=False
+        )  # (B', E, scale(l1-l0), W)
+        a, b = max(r0 - 1, 0), min(r1 + 1, scale * h)
+        up = up[:, :, a - scale * l0 : b - scale * l0]  # rows [a, b) of the whole-image upsampling
         # zero rows only at true image borders (the conv's own padding), zero columns on both sides; padding
         # explicitly keeps the conv symmetric (padding 0), which oneDNN runs much faster than padding (0, 1)
         up = F.pad(up, (1, 1, 1 - (r0 - a), 1 - (b - r1)))

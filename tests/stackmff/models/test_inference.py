@@ -199,6 +199,29 @@ def test_rejected_layers_are_never_picked_and_indices_refer_to_the_input(small_m
     assert fuse_stack_v3(bad, small_model, reject_outliers=False).extras["rejected_layers"] == []
 
 
+@pytest.mark.parametrize(("h", "w"), [(40, 70), (33, 97)])
+def test_half_res_logits_are_chunk_independent_and_full_size(small_model, h, w):
+    lum = _stack(3, 1, h, w, seed=4)[:, 0]
+    whole = predict_logits(small_model, lum, half_res=True, chunk_pixels=10**7)
+    chunked = predict_logits(small_model, lum, half_res=True, chunk_pixels=300)  # many row chunks
+    assert whole.shape == (3, h, w)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_half_res_agrees_with_the_full_network_with_the_shipped_weights():
+    from stackmff.models.inference import DEFAULT_WEIGHTS, load_model
+
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip("no shipped weights")
+    m = load_model(DEFAULT_WEIGHTS)
+    st = _scene_stack(n=5, seed=7)
+    full = fuse_stack_v3(st, m, precision="fp32", half_res=False)
+    half = fuse_stack_v3(st, m, precision="fp32")
+    assert half.extras["half_res"] and not full.extras["half_res"]
+    assert (half.index_map == full.index_map).mean() > 0.9
+    assert np.abs(half.image - full.image).mean() < 0.01
+
+
 def test_bf16_and_fp32_pick_the_same_layers_with_the_shipped_weights():
     from stackmff.models.inference import DEFAULT_WEIGHTS, load_model
 
@@ -214,10 +237,10 @@ def test_bf16_and_fp32_pick_the_same_layers_with_the_shipped_weights():
 
 def test_soft_gather_is_the_probability_weighted_mean(small_model):
     st = _stack(4, 3, 40, 70)
-    res = fuse_stack_v3(st, small_model, gather="soft", precision="fp32")
+    res = fuse_stack_v3(st, small_model, gather="soft", precision="fp32", half_res=False)
     p = predict_logits(small_model, np.stack([luma(x) for x in st])).softmax(0).numpy()  # (N, H, W)
     np.testing.assert_allclose(res.image, (p[:, None] * st).sum(0), atol=1e-5)
-    hard = fuse_stack_v3(st, small_model, precision="fp32", gather="hard")
+    hard = fuse_stack_v3(st, small_model, precision="fp32", gather="hard", half_res=False)
     np.testing.assert_array_equal(res.index_map, hard.index_map)  # same decision, different colour rule
     assert not np.array_equal(res.image, hard.image)
     with pytest.raises(StackMFFError, match="gather"):
@@ -354,7 +377,7 @@ def test_fuse_pyramid_gather_keeps_the_decision_and_rejects_regression_heads(sma
     pyr = fuse_stack_v3(st, small_model, precision="fp32", gather="pyramid")
     np.testing.assert_array_equal(pyr.index_map, hard.index_map)
     assert pyr.image.shape == hard.image.shape and pyr.extras["gather"] == "pyramid"
-    lg = predict_logits(small_model, np.stack([luma(x) for x in st])).numpy()
+    lg = predict_logits(small_model, np.stack([luma(x) for x in st]), half_res=True).numpy()
     from stackmff.models.inference import pyramid_blend
 
     np.testing.assert_allclose(pyr.image, pyramid_blend(st, lg.astype(np.float16)), atol=1e-5)
