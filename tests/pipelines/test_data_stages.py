@@ -126,3 +126,26 @@ def test_prepare_copies_a_benchmark_root_as_it_is(tmp_path):
         assert (tmp_path / "out" / f.relative_to(root)).read_bytes() == f.read_bytes()
     with pytest.raises(StackMFFError, match=r"prepare\.sources"):
         prepare.run(PrepareParams(), tmp_path / "missing", tmp_path / "o")
+
+
+def test_each_extract_stage_depends_on_its_own_raw_folder_which_ships_empty():
+    import yaml
+
+    from pipelines.config import load_params
+
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["extract"]
+    assert "data/raw/${item.dataset}" in stage["deps"] and "data/raw" not in stage["deps"]
+    tracked = subprocess.run(
+        ["git", "ls-files", "data/raw"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in load_params(ROOT / "params.yaml", "extract").datasets:
+        folder = ROOT / "data" / "raw" / name
+        assert f"data/raw/{name}/README.md" in tracked, name  # a fresh clone has the folder DVC depends on
+        assert not extract.has_raw_data(folder)  # ... and the README is not mistaken for data
+    ignored = subprocess.run(
+        ["git", "check-ignore", "data/raw/DUTS/DUTS-TR.zip", "data/raw/DUTS/DUTS-TR/README.md"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert ignored == ["data/raw/DUTS/DUTS-TR.zip", "data/raw/DUTS/DUTS-TR/README.md"]  # downloads stay out of git
