@@ -77,6 +77,7 @@ def test_dvc_yaml_resolves_with_the_paper_profile(paper_params, tmp_path):
     for stage in (
         "prepare@samples",
         "prepare@paper",
+        "peers",
         "extract@NYU_Depth_V2",
         "depth@Cityscapes",
         "train@stackmff_v3",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pandas as pd
@@ -147,3 +148,25 @@ def test_evaluate_then_report(bench, tmp_path):
         assert (tmp_path / "rep" / f).is_file(), f
     html = (tmp_path / "rep" / "index.html").read_text()
     assert 'src="http' not in html and html.count("data:image/png;base64,") > 6
+
+
+def test_peers_stage_records_tool_versions_so_dvc_sees_installs(tmp_path):
+    from pipelines.stages import peers
+
+    fake = [sys.executable, "-c", "print('enfuse 9.9 (test double of the version command)')"]
+    params = FuseParams(methods=["wavelet", "enfuse"], options={"enfuse": {"version": fake}})
+    out = tmp_path / "peers"
+    out.mkdir()
+    (out / "removed_method.json").write_text("{}")
+    status = peers.run(params, out)
+    assert json.loads((out / "wavelet.json").read_text()) == {"method": "wavelet", "kind": "registered"}
+    assert status["enfuse"]["version"].startswith("enfuse 9.9")
+    assert json.loads((out / "enfuse.json").read_text())["kind"] == "external"
+    assert sorted(p.name for p in out.iterdir()) == ["enfuse.json", "wavelet.json"]  # stale file removed
+    before = (out / "enfuse.json").read_bytes()
+    peers.run(params, out)
+    assert (out / "enfuse.json").read_bytes() == before  # same machine, same bytes: no spurious re-runs
+    gone = {"command": ["no-such-tool-xyz", "-o", "{output}", "{inputs}"]}  # as if enfuse were not installed
+    assert peers.run(FuseParams(methods=["enfuse"], options={"enfuse": gone}), out)["enfuse"]["version"] == "absent"
+    with pytest.raises(StackMFFError, match="unknown"):
+        peers.run(FuseParams(methods=["no_such_method"]), out)
