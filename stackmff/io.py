@@ -396,7 +396,8 @@ def load_stack(
     h, w = layers[0].shape[:2]
     shape = (len(layers), 3 if want_rgb else 1, h, w)
     if compact:
-        return Stack(images=_compact(layers, shape[1]), paths=paths, bit_depth=max(_bits(a) for a in layers))
+        images, bits = _compact(layers, shape[1])
+        return Stack(images=images, paths=paths, bit_depth=bits)
     _check_memory(int(np.prod(shape)) * 4, f"{shape[0]} layers of {w}x{h}")
     out = np.empty(shape, dtype=np.float32)
     for i, arr in enumerate(layers):
@@ -405,31 +406,35 @@ def load_stack(
     return Stack(images=out, paths=paths, bit_depth=bits)
 
 
-def _bits(arr: np.ndarray) -> int:
-    return 8 if arr.dtype in (np.uint8, np.bool_) or np.issubdtype(arr.dtype, np.floating) else 16
+def _integer_source(arr: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """A decoded ``(H, W)`` / ``(H, W, 3)`` layer as ``(C, H, W)`` pixels, the divisor that maps them to [0, 1] as
+    :func:`from_uint` does, and the bit depth; a view when the pixels are stored as they are (8/16-bit, bool)."""
+    if arr.dtype == np.uint8:
+        scale, bits = 255.0, 8
+    elif arr.dtype == np.bool_:
+        arr, scale, bits = arr.view(np.uint8), 1.0, 8
+    elif arr.dtype == np.uint16:
+        scale, bits = 65535.0, 16
+    elif np.issubdtype(arr.dtype, np.integer):
+        arr, scale, bits = np.clip(arr, 0, 65535).astype(np.uint16), 65535.0, 16
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr, scale, bits = np.clip(arr, 0.0, 1.0).astype(np.float32, copy=False), 1.0, 8
+    else:
+        raise StackMFFError(f"unsupported pixel type {arr.dtype}; convert the image to 8 or 16-bit.")
+    return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)), scale, bits
 
 
-def _compact(layers: list[np.ndarray], channels: int) -> CompactStack:
-    """Wrap decoded layers without converting them; the scales are those of :func:`_into_float`."""
-    out = []
+def _compact(layers: list[np.ndarray], channels: int) -> tuple[CompactStack, int]:
+    """Wrap decoded layers without converting them (same values as :func:`_into_float`); returns the bit depth."""
+    out, bits = [], 8
     for arr in layers:
         if arr.ndim == 3 and channels == 1:  # colour layer into a gray stack (color="gray"): converted now
+            bits = max(bits, from_uint(arr[:1, :1])[1])
             arr = cv2.cvtColor(from_uint(arr)[0], cv2.COLOR_RGB2GRAY)
-        if arr.dtype == np.uint8:
-            scale = 255.0
-        elif arr.dtype == np.bool_:
-            arr, scale = arr.view(np.uint8), 1.0
-        elif arr.dtype == np.uint16:
-            scale = 65535.0
-        elif np.issubdtype(arr.dtype, np.integer):
-            arr, scale = np.clip(arr, 0, 65535).astype(np.uint16), 65535.0
-        elif np.issubdtype(arr.dtype, np.floating):
-            arr, scale = np.clip(arr, 0.0, 1.0).astype(np.float32, copy=False), 1.0
-        else:
-            raise StackMFFError(f"unsupported pixel type {arr.dtype}; convert the image to 8 or 16-bit.")
-        raw = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        out.append(CompactLayer(raw, scale, channels))
-    return CompactStack(out)
+        raw, scale, b = _integer_source(arr)
+        bits = max(bits, b)
+        out.append(CompactLayer(raw, scale, channels))  # a gray layer is broadcast to RGB when read
+    return CompactStack(out), bits
 
 
 def _into_float(arr: np.ndarray, out: np.ndarray, *, rgb: bool) -> int:
@@ -438,17 +443,7 @@ def _into_float(arr: np.ndarray, out: np.ndarray, *, rgb: bool) -> int:
     if arr.ndim == 3 and not rgb:  # colour layer into a gray stack (only with color="gray")
         out[0] = cv2.cvtColor(from_uint(arr)[0], cv2.COLOR_RGB2GRAY)
         return from_uint(arr[:1, :1])[1]
-    if arr.dtype == np.uint8 or arr.dtype == bool:
-        scale, bits = 255.0 if arr.dtype == np.uint8 else 1.0, 8
-    elif arr.dtype == np.uint16:
-        scale, bits = 65535.0, 16
-    elif np.issubdtype(arr.dtype, np.integer):
-        arr, scale, bits = np.clip(arr, 0, 65535), 65535.0, 16
-    elif np.issubdtype(arr.dtype, np.floating):
-        arr, scale, bits = np.clip(arr, 0.0, 1.0), 1.0, 8
-    else:
-        raise StackMFFError(f"unsupported pixel type {arr.dtype}; convert the image to 8 or 16-bit.")
-    src = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # gray broadcasts into every channel
+    src, scale, bits = _integer_source(arr)  # a gray layer broadcasts into every channel
     np.divide(src, np.float32(scale), out=out, dtype=np.float32, casting="unsafe")
     return bits
 

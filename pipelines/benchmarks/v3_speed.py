@@ -69,11 +69,7 @@ def _stack(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def _rss_anon_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return _status_mb("self")[0]
 
 
 def throughput(model: StackMFFV3, n: int, h: int, w: int, *, reps: int = 1, budget_mb: float = 1024) -> dict:
@@ -190,8 +186,8 @@ def memory(args: argparse.Namespace) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _status_mb(pid: int) -> tuple[float, float]:
-    """(RssAnon, VmRSS) of a process in MB; NaN once it has exited."""
+def _status_mb(pid: int | str) -> tuple[float, float]:
+    """(RssAnon, VmRSS) of a process (a pid or ``"self"``) in MB; NaN when it cannot be read (exited)."""
     anon = rss = float("nan")
     try:
         with open(f"/proc/{pid}/status") as f:

@@ -92,7 +92,8 @@ def method_kind(method: str, *, imported: Path | None = None) -> str:
     return "registered"
 
 
-def _tool(method: str, options: dict[str, Any]):
+def external_tool(method: str, options: dict[str, Any]):
+    """The adapter of external tool ``method`` with ``fuse.options.<method>`` overrides applied."""
     from stackmff.peers import get_peer, tool_from_config
 
     base = get_peer(method)
@@ -138,7 +139,7 @@ def fuse_scene(
             record.update(_size(target))
         return record
     if kind == "external":
-        tool = _tool(method, options)
+        tool = external_tool(method, options)
         try:
             run = tool.fuse_files(list(scene.files), align=align != "none")
         except StackMFFError as exc:
@@ -235,7 +236,7 @@ def run(
         "scenes": [],
     }
     if kind == "external":
-        tool = _tool(method, options)
+        tool = external_tool(method, options)
         summary["version"] = tool.version_string()
         if not tool.available():
             summary["status"] = "absent"

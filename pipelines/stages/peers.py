@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipelines.config import FuseParams, load_params
 from pipelines.stages._common import parser, run_main, write_json
-from pipelines.stages.fuse import _tool, method_kind
+from pipelines.stages.fuse import external_tool, method_kind
 
 __all__ = ["main", "run"]
 
@@ -40,7 +40,7 @@ def run(params: FuseParams, out: str | Path) -> dict[str, dict]:
         kind = method_kind(method)
         info: dict = {"method": method, "kind": kind}
         if kind == "external":
-            info["version"] = _tool(method, params.options.get(method) or {}).version_string()
+            info["version"] = external_tool(method, params.options.get(method) or {}).version_string()
             log.info("%s: %s", method, info["version"])
         write_json(out / f"{method}.json", info)
         status[method] = info

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import StackMFFError
-from ..fusion._common import noise_std
+from ..fusion._common import luma_hwc, noise_std
 from ..fusion.registry import FusionResult
 from .stackmff_v3 import StackMFFV3, StackMFFV3Config, expected_index, fold_batchnorm
 
@@ -413,9 +413,9 @@ def fuse_stack_v3(
             exactly as trained.
 
     Returns:
-        FusionResult with ``image`` ``(C, H, W)`` float32 (exact source values), ``index_map`` ``(H, W)`` int32
-        (positions in the input stack), ``confidence`` ``(H, W)`` float32 = max softmax probability, ``extras`` with
-        the tile plan and ``rejected_layers``.
+        FusionResult with ``image`` ``(C, H, W)`` float32 (exact source values only with ``gather="hard"``),
+        ``index_map`` ``(H, W)`` int32 (positions in the input stack), ``confidence`` ``(H, W)`` float32 = max
+        softmax probability, ``extras`` with the tile plan and ``rejected_layers``.
     """
     n, _c, h, w = _as_layers(stack)
     if precision not in ("auto", "fp32", "bf16"):
@@ -614,7 +614,7 @@ class _OnlineSoftmax:
 
     def add(self, band: np.ndarray, prob: np.ndarray) -> None:
         """``band`` ``(h, w, C)`` detail coefficients of one layer, ``prob`` ``(h, w)`` its probability there."""
-        lum = band[..., 0] if band.shape[2] == 1 else band @ np.float32(_REC601)
+        lum = luma_hwc(band[..., 0] if band.shape[2] == 1 else band)
         score = cv2.boxFilter(np.square(lum), -1, (self.window, self.window), borderType=cv2.BORDER_REFLECT_101)
         score += np.float32(1e-10)
         np.log(score, out=score)
