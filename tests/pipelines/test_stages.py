@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 
 import numpy as np
@@ -22,6 +21,7 @@ from pipelines.config import (
 from pipelines.stages import evaluate, fuse, prepare, report, synthesize
 from stackmff._checks import StackMFFError
 from stackmff.io import load_image, save_image
+from stackmff.peers import get_peer
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_fuse_unknown_method_is_a_user_error(bench, tmp_path):
         fuse.run(FuseParams(), "no_such_method", bench, tmp_path / "o", tmp_path / "r.json")
 
 
-@pytest.mark.skipif(shutil.which("enfuse") is None, reason="enfuse not installed")
+@pytest.mark.skipif(not get_peer("enfuse").available(), reason="enfuse or align_image_stack not installed")
 def test_fuse_enfuse_for_real(bench, tmp_path):
     s = fuse.run(FuseParams(), "enfuse", bench, tmp_path / "o", tmp_path / "r.json")
     assert s["status"] == "ok" and s["version"].startswith("enfuse")
@@ -154,7 +154,9 @@ def test_peers_stage_records_tool_versions_so_dvc_sees_installs(tmp_path):
     from pipelines.stages import peers
 
     fake = [sys.executable, "-c", "print('enfuse 9.9 (test double of the version command)')"]
-    params = FuseParams(methods=["wavelet", "enfuse"], options={"enfuse": {"version": fake}})
+    # the command is the interpreter too, so the result does not depend on which tools this machine has installed
+    double = {"version": fake, "command": [sys.executable, "{output}", "{inputs}"], "align": []}
+    params = FuseParams(methods=["wavelet", "enfuse"], options={"enfuse": double})
     out = tmp_path / "peers"
     out.mkdir()
     (out / "removed_method.json").write_text("{}")
