@@ -22,7 +22,7 @@ Examples:
     >>> sorted(p.name for p in list_peers())
     ['enfuse', 'focus_stack', 'openfocus']
     >>> get_peer("enfuse").executables
-    ('enfuse',)
+    ('enfuse', 'align_image_stack')
 """
 
 from __future__ import annotations
