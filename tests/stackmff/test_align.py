@@ -228,7 +228,9 @@ def test_failed_layer_warned_and_dropped(caplog):
         res = align_stack(warped, mode="similarity")
     assert res.failed == [4]
     assert any("layer 4" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)
-    assert res.images.shape[0] == 5 and np.allclose(res.matrices[4], res.matrices[3])
+    # random noise is distrusted before estimation and follows the valid layer it was linked to
+    assert res.invalid == {4: "much noisier"} and res.summary()["distrusted"] == {"4": "much noisier"}
+    assert res.images.shape[0] == 5 and np.allclose(res.matrices[4], res.matrices[res.parents[4]])
     dropped = align_stack(warped, mode="similarity", drop_failed=True)
     assert dropped.images.shape[0] == 4 and dropped.kept == [0, 1, 2, 3] and dropped.dropped == [4]
     assert dropped.summary()["dropped"] == [4]
