@@ -1176,25 +1176,6 @@ def _largest_inner_rect(valid: np.ndarray) -> tuple[int, int, int, int]:
     return x0, y0, x1 - x0, y1 - y0
 
 
-def _fit_gain(layer: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per-channel exposure gain ``ref ~ gain * layer`` from the means of ``(C, h, w)`` low-pass copies.
-
-    A ratio of means, not a regression: defocus preserves the mean of a region but changes its contrast, so a
-    fitted slope would mistake blur for exposure (regression dilution). Pixels clipped in either image are left out.
-    """
-    c = layer.shape[0]
-    gains = np.ones(c)
-    for ch in range(c):
-        x, y = layer[ch].astype(np.float64), ref[ch].astype(np.float64)
-        keep = (x > 0.02) & (x < 0.98) & (y > 0.02) & (y < 0.98)
-        if keep.sum() < 16 or x[keep].mean() < 0.02:
-            continue
-        g = y[keep].mean() / x[keep].mean()
-        if 0.5 <= g <= 2.0:  # larger exposure jumps are not drift: leave such a layer alone
-            gains[ch] = g
-    return gains
-
-
 def _apply(
     images: np.ndarray, est: AlignResult, *, frame: str, drop_failed: bool, match_brightness: bool
 ) -> AlignResult:
@@ -1274,22 +1255,28 @@ def _apply(
 def _match_brightness(
     out: np.ndarray, trusted: list[int], kept: list[int], gains: np.ndarray, offsets: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fit every trusted output layer's exposure gain to the consensus of the trusted layers (their per-pixel
-    median, on low-passed copies of the common frame): no single frame sets the brightness, an odd one is outvoted.
-    Gains within 0.5 % of 1 are left at 1 (no needless change); distrusted layers keep gain 1."""
+    """Fit every trusted output layer's per-channel exposure gain to the consensus of the trusted layers: the median
+    over them of their mean brightness on the common frame (low-passed, pixels unclipped in every trusted layer).
+    No single frame sets the brightness, an odd one is outvoted; a ratio of means because defocus keeps means but
+    changes contrast. Gains within 0.5 % of 1 are left at 1; distrusted layers keep gain 1."""
     if len(trusted) < 2:
         return gains, offsets
-    _, _, h, w = out.shape
+    _, c, h, w = out.shape
     s = min(1.0, 48.0 / max(h, w))  # ~48 px: each sample averages well beyond any defocus blur
     small = (max(round(w * s), 4), max(round(h * s), 4))
-
-    def low(x: np.ndarray) -> np.ndarray:
-        return np.stack([cv2.resize(ch, small, interpolation=cv2.INTER_AREA) for ch in x])
-
-    lows = {o: low(out[o]) for o in trusted}
-    consensus = np.median(np.stack(list(lows.values())), axis=0)
-    for o in trusted:
-        g = _fit_gain(lows[o], consensus)
-        g[np.abs(g - 1) < 0.005] = 1.0
-        gains[kept[o]] = g
+    lows = np.stack(
+        [np.stack([cv2.resize(ch, small, interpolation=cv2.INTER_AREA) for ch in out[o]]) for o in trusted]
+    ).astype(np.float64)  # (T, C, h, w)
+    for ch in range(c):
+        x = lows[:, ch]
+        keep = ((x > 0.02) & (x < 0.98)).all(0)
+        if keep.sum() < 16:
+            continue
+        means = x[:, keep].mean(1)  # (T,)
+        if means.min() < 0.02:
+            continue
+        g = np.median(means) / means
+        g[(g < 0.5) | (g > 2.0) | (np.abs(g - 1) < 0.005)] = 1.0  # larger jumps are not drift: leave those alone
+        for t, o in enumerate(trusted):
+            gains[kept[o], ch] = g[t]
     return gains, offsets
