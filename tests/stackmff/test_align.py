@@ -398,9 +398,10 @@ def test_breathing_and_shake_recovered_from_content_chosen_reference():
     assert res.reference in (2, 3, 4)  # the middle of the focus range, chosen from content
     true = gt.matrices @ np.linalg.inv(gt.matrices[res.reference])
     err = corner_errors(res.matrices, true, layers.shape[2:])
-    # measured 0.07-0.35 px on this 320x256 stack (the issue's goal of 0.1 px is not reached: see README)
-    assert err.max() < 0.45, err.round(3)
-    assert np.nanmax(res.residuals) < 0.6  # the per-layer after-the-fact check agrees with the truth
+    # measured 0.06-0.19 px on this 320x256 stack (the issue's goal of 0.1 px is reached for 3 of 6 layers only)
+    assert err.max() < 0.3, err.round(3)
+    assert np.median(err[np.arange(7) != res.reference]) < 0.15, err.round(3)
+    assert np.nanmax(res.residuals) < 0.5  # the per-layer after-the-fact check: sub-pixel
 
 
 def test_file_order_does_not_matter():
@@ -452,3 +453,25 @@ def test_default_fuse_on_registered_stack_is_bit_identical_to_align_none(tmp_pat
     assert summary["align"]["skipped"] is True and summary["align"]["distrusted"]
     assert main(["fuse", str(src), "-o", str(tmp_path / "b.png"), "--align", "none"]) == 0
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_similarity_projection_keeps_the_image_centre():
+    from stackmff.align import _project
+
+    shear = np.array([[1.004, 0.003, 2.0], [-0.002, 0.998, -1.0], [0, 0, 1.0]])
+    c = np.array([319.5, 179.5, 1.0])
+    sim = _project(shear, "similarity", (319.5, 179.5))
+    np.testing.assert_allclose(sim @ c, shear @ c, atol=1e-9)
+    assert abs(sim[0, 0] - sim[1, 1]) < 1e-12 and abs(sim[0, 1] + sim[1, 0]) < 1e-12
+
+
+@pytest.mark.shared
+def test_phone_stack_gets_affine_and_subpixel_residuals(shared_data):
+    """Hand-held phone sweep (rolling shutter, perspective): the measured residuals choose affine; every layer ends
+    within half a pixel of its neighbour."""
+    from stackmff.io import load_stack
+
+    stack = load_stack(shared_data / "mobile_depth_suwajanakorn" / "keyboard").images
+    res = align_stack(stack)
+    assert res.mode == "affine" and res.failed == [] and res.invalid == {}
+    assert np.nanmax(res.residuals) < 0.5 and res.reference not in (0, len(stack) - 1)
