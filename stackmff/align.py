@@ -2,30 +2,40 @@
 
 Real stacks are not registered: refocusing changes magnification ("focus breathing", often 1-5 % across a
 stack) and hand-held or rail shots shift and rotate. Every fusion method turns such misregistration into ghosts.
-:func:`align_stack` estimates, for every layer, a transform to a reference layer (the middle one by default),
-warps the layers into the reference frame and matches their brightness to it.
+:func:`align_stack` estimates, for every layer, a transform to a reference layer, warps the layers into the
+reference frame (each layer resampled once) and matches their brightness.
 
 How (one class of decision per step, as in focus-stack's ``task_align``):
 
-- Transforms are estimated between NEIGHBOURS and chained to the reference, because adjacent layers are the most
-  alike in focus. The pair estimate is OpenCV's ECC (``cv2.findTransformECC``) run coarse-to-fine on a Gaussian
-  pyramid of luma: ECC maximises a zero-mean normalised correlation, so it is blind to gain/offset, and a
-  symmetric defocus blur does not move image content. (Gradient-magnitude and difference-of-Gaussians inputs were
-  measured too: several times larger corner errors on synthetic breathing stacks.) Levels smaller than 128 px estimate a
-  translation only; the coarsest is initialised by phase correlation. When ECC fails or fits badly, ORB features +
-  RANSAC (``cv2.estimateAffinePartial2D`` / ``cv2.findHomography``) give a second initialisation.
+- Content analysis on a small copy (the "check level", <= 320 px): every layer's focus profile (Laplacian energy of
+  48 px patches). Invalid frames are found first: over/under-exposed, blank or unrelated (low-pass luma far from the
+  stack's median) and much noisier (the measures and thresholds of V3's outlier rejection), and blurred everywhere
+  (never near the sharpest layer on any textured patch). They are never the reference, never the brightness target,
+  never shrink the crop, and no other layer is chained through them; they are reported (warning, ``invalid``).
+- The link tree, from content only: a minimum spanning tree over the valid layers' focus-profile distances (neighbours
+  in focus are the most alike, so their registration is the most precise); the reference is the tree's centre (the
+  middle of the focus range: least resampling, shortest chains). Invalid layers hang as leaves off their most
+  similar valid layer. Any permutation of the files gives the same transforms.
+- Per link, patch displacements by phase correlation and a robust similarity fit give the transform AND its
+  uncertainty (parameter covariance from the patches' spread). ``auto`` leaves the stack untouched (the input array
+  itself, bit-exact) unless some valid layer's chained corner displacement exceeds 5 of its standard errors and
+  ``skip_tolerance`` px; the same fits choose the motion model (similarity, affine, homography) by an F test.
+- Each link is then refined by OpenCV's ECC (``cv2.findTransformECC``) coarse-to-fine on a Gaussian pyramid of luma,
+  from the patch estimate: ECC maximises a zero-mean normalised correlation, so it is blind to gain/offset, and a
+  symmetric defocus blur does not move image content. (Gradient-magnitude, difference-of-Gaussians and pre-blurred
+  inputs were measured too: larger corner errors on synthetic breathing stacks.) Levels smaller than 128 px estimate
+  a translation only. When ECC fails or fits badly, ORB features + RANSAC give a second initialisation.
 - OpenCV's ECC has no similarity model; ``similarity`` runs the affine model and projects each level's estimate on
-  the nearest similarity (scale + rotation + shift), which keeps it constrained between levels.
+  the nearest similarity about the image centre, which keeps it constrained between levels.
 - Estimation runs on a copy no larger than ``max_size`` pixels; transforms are rescaled to full resolution.
-- ``auto`` estimates a similarity, but first checks on a small copy whether the stack is already registered and,
-  if so, returns the input array itself (no copy, bit-exact) after a few milliseconds per layer.
-- Brightness: a per-layer, per-channel exposure gain to the reference: the ratio of the means over the common
-  frame, unclipped pixels only (defocus changes local contrast but not means, so a regression slope would be biased).
+- Brightness: a per-layer, per-channel exposure gain to the consensus of the valid layers (the median of their mean
+  brightness over the common frame, unclipped pixels only; defocus changes local contrast but not means).
   Offsets are kept in the transforms file for hand-edited or imported corrections and applied when present.
-- Output frame: ``crop`` keeps the largest axis-aligned rectangle every layer covers; ``fill`` keeps the reference
-  frame and fills pixels a layer does not cover with the reference layer's pixels.
+- Output frame: ``crop`` keeps the largest axis-aligned rectangle every valid layer covers; ``fill`` keeps the
+  reference frame and fills pixels a layer does not cover with the reference layer's pixels.
 - A layer whose link does not fit (low correlation after alignment, or an implausible transform) is reported with
-  a warning on ``logging.getLogger("stackmff")``; it gets its neighbour's transform, or is dropped on request.
+  a warning on ``logging.getLogger("stackmff")``; it gets its parent's transform, or is dropped on request. After
+  alignment every layer's residual misalignment against its parent is measured again (``residuals``, ``--json``).
 
 Transform convention: ``matrices[i]`` is a 3x3 matrix mapping homogeneous pixel coordinates of the reference layer
 to those of layer ``i`` (``x_i = M_i @ x_ref``; pixel centres at integer coordinates, full resolution). The aligned

@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -112,6 +113,12 @@ def make_cases(image: np.ndarray, disp: np.ndarray, n: int, *, seed: int, breath
 
     gt_warped.matrices = mats  # the true transforms (GT frame -> layer pixels), for tests
     cases["breathing"] = (np.stack(warped).astype(np.float32), gt_warped)
+    # the invalid kinds added to the breathing stack too (each a valid layer's frame, so it breathes and shakes)
+    warped_stack = replace(
+        big, layers=np.stack(warped).astype(np.float32), aif=big.aif[frame], index=big.index[frame[1:]]
+    )
+    bad_b = inject_invalid_layers(warped_stack, seed + 4, kinds=("blurred", "exposure", "noisy"), count=3)
+    cases["breathing_invalid"] = (bad_b.layers, gt_warped)
     return cases
 
 
@@ -130,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--breathing", type=float, default=0.03)
     p.add_argument("--shake", type=float, default=3.0, help="random shift per layer, px")
     p.add_argument("--method", default="stackmff_v3")
-    p.add_argument("--cases", nargs="*", default=["clean", "shuffled", "invalid", "breathing"])
+    p.add_argument("--cases", nargs="*", default=["clean", "shuffled", "invalid", "breathing", "breathing_invalid"])
     p.add_argument("--json", help="write the table here")
     args = p.parse_args(argv)
     fm = get_fusion_method(args.method)
