@@ -29,7 +29,7 @@ def add_alignment_options(g: argparse._ArgumentGroup, *, per_stack: bool = True)
     g.add_argument("--drop-failed", action="store_true", help="leave out layers whose alignment failed")
     if per_stack:
         g.add_argument(
-            "--align-reference", type=int, metavar="K", help="reference layer index (default: the middle one)"
+            "--align-reference", type=int, metavar="K", help="reference layer index (default: chosen from content)"
         )
 
 
@@ -63,7 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     io.add_argument("--json", action="store_true", help="print the alignment summary on stdout")
     a = p.add_argument_group("alignment")
     a.add_argument(
-        "--mode", choices=ALIGN_MODES, default="auto", help="motion model; auto = similarity, skipped when registered"
+        "--mode",
+        choices=ALIGN_MODES,
+        default="auto",
+        help="motion model; auto = skipped when registered, else the model the residuals need",
     )
     add_alignment_options(a)
     a.add_argument("--no-brightness", action="store_true", help="do not match the layers' brightness to the reference")

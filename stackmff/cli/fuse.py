@@ -54,7 +54,8 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
         "--align",
         choices=ALIGN_CHOICES,
         default="auto",
-        help="register layers before fusing; auto estimates a similarity transform and skips registered stacks",
+        help="register layers before fusing; auto leaves registered stacks untouched, distrusts invalid frames and "
+        "picks similarity/affine/homography by the measured residuals",
     )
     from .align import add_alignment_options
 

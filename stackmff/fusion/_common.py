@@ -63,6 +63,24 @@ def noise_std(layer: np.ndarray, *, max_side: int = 1024) -> float:
     return float(np.median(low[1:-1, 1:-1])) / _DIRECTIONAL_MIN_GAIN
 
 
+def lowpass_deviation(stack) -> np.ndarray:
+    """Per layer, how far its low-pass luma is from the stack's per-pixel median: ``(N,)`` float.
+
+    Defocus changes fine detail, not the low-pass image, so valid layers of one scene agree at coarse scale: each
+    layer is subsampled to ~64 px on its short side and Gaussian-blurred (sigma 2), and its deviation is the median
+    over pixels of its absolute difference to the per-pixel median of all layers. Exposure-shifted, blank and
+    unrelated frames deviate. ``stack``: ``(N, C, H, W)`` array or sequence of ``(C, H, W)`` layers (only every s-th
+    row/column is read). Shared by V3's outlier rejection and the alignment's invalid-frame check.
+    """
+    n = len(stack)
+    _c, h, w = np.shape(stack[0])
+    s = max(1, min(h, w) // 64)
+    low = np.stack(
+        [cv2.GaussianBlur(luma(np.asarray(stack[k][:, ::s, ::s], np.float32)), (0, 0), 2.0) for k in range(n)]
+    )
+    return np.median(np.abs(low - np.median(low, axis=0)), axis=(1, 2))
+
+
 def luma_hwc(x: np.ndarray) -> np.ndarray:
     """Luma ``(H, W)`` of an ``(H, W)`` or ``(H, W, 3)`` array (used on pyramid/wavelet coefficients, which are linear)."""
     if x.ndim == 2:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import StackMFFError
-from ..fusion._common import luma_hwc, noise_std
+from ..fusion._common import lowpass_deviation, luma_hwc, noise_std
 from ..fusion.registry import FusionResult
 from .stackmff_v3 import StackMFFV3, StackMFFV3Config, expected_index, fold_batchnorm
 
@@ -329,10 +329,8 @@ def photometric_outliers(
     Returns:
         ``(N,)`` bool, True for an outlier layer.
     """
-    n, _c, h, w = _as_layers(stack)
-    s = max(1, min(h, w) // 64)
-    low = np.stack([cv2.GaussianBlur(luma(np.asarray(stack[k][:, ::s, ::s])), (0, 0), 2.0) for k in range(n)])
-    dev = np.median(np.abs(low - np.median(low, axis=0)), axis=(1, 2))  # (N,)
+    n = _as_layers(stack)[0]
+    dev = lowpass_deviation(stack)  # (N,)
     out = (dev > threshold) & (dev > ratio * np.median(dev))
     return out if n - out.sum() >= 2 else np.zeros(n, bool)
 

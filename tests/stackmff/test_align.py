@@ -228,7 +228,9 @@ def test_failed_layer_warned_and_dropped(caplog):
         res = align_stack(warped, mode="similarity")
     assert res.failed == [4]
     assert any("layer 4" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)
-    assert res.images.shape[0] == 5 and np.allclose(res.matrices[4], res.matrices[3])
+    # random noise is distrusted before estimation and follows the valid layer it was linked to
+    assert res.invalid == {4: "much noisier"} and res.summary()["distrusted"] == {"4": "much noisier"}
+    assert res.images.shape[0] == 5 and np.allclose(res.matrices[4], res.matrices[res.parents[4]])
     dropped = align_stack(warped, mode="similarity", drop_failed=True)
     assert dropped.images.shape[0] == 4 and dropped.kept == [0, 1, 2, 3] and dropped.dropped == [4]
     assert dropped.summary()["dropped"] == [4]
@@ -360,3 +362,116 @@ def test_real_phone_stack_breathing(shared_data):
     assert np.all(np.diff(scales) > 0)  # magnification grows along the sweep
     assert scales[-1] / scales[0] > 1.03
     assert min(res.scores) > 0.95
+
+
+# -- issue 12: registered = untouched, invalid frames, file order, breathing with known transforms ------------------
+
+
+def _gt_cases(seed=7, size=(256, 320), n=7):
+    """Procedural RGB-D scene -> thin-lens focal stack cases with GT (see pipelines/benchmarks/align_quality.py)."""
+    from pipelines.benchmarks.align_quality import MARGIN as M
+    from pipelines.benchmarks.align_quality import make_cases
+    from stackmff.data.procedural import make_scene
+
+    sc = make_scene(seed, size[0] + 2 * M, size[1] + 2 * M)
+    return make_cases(sc.image, sc.disparity, n, seed=3, breathing=0.03, shake=3.0)
+
+
+def test_registered_noisy_stack_with_invalid_layers_passes_untouched(caplog):
+    cases = _gt_cases()
+    for name in ("clean", "shuffled", "invalid"):
+        layers = cases[name][0]
+        with caplog.at_level(logging.WARNING, logger="stackmff"):
+            res = align_stack(layers)
+        assert res.skipped and res.images is layers, name
+        # the check measured displacements within a few of their own standard errors, all far below a pixel
+        assert np.nanmax(res.shifts) < 0.3 and np.nanmax(res.noise) < 0.15
+    bad = [k for k, kind in enumerate(cases["invalid_kinds"]) if kind != "valid"]
+    assert sorted(res.invalid) == bad  # the invalid layers were found (and reported) even though nothing moved
+    assert any("distrusted layer(s)" in r.getMessage() for r in caplog.records)
+
+
+def test_breathing_and_shake_recovered_from_content_chosen_reference():
+    layers, gt = _gt_cases()["breathing"]
+    res = align_stack(layers)
+    assert not res.skipped and res.mode == "similarity" and res.failed == [] and res.invalid == {}
+    assert res.reference in (2, 3, 4)  # the middle of the focus range, chosen from content
+    true = gt.matrices @ np.linalg.inv(gt.matrices[res.reference])
+    err = corner_errors(res.matrices, true, layers.shape[2:])
+    # measured 0.06-0.19 px on this 320x256 stack (the issue's goal of 0.1 px is reached for 3 of 6 layers only)
+    assert err.max() < 0.3, err.round(3)
+    assert np.median(err[np.arange(7) != res.reference]) < 0.15, err.round(3)
+    assert np.nanmax(res.residuals) < 0.5  # the per-layer after-the-fact check: sub-pixel
+
+
+def test_file_order_does_not_matter():
+    layers, _ = _gt_cases()["breathing"]
+    perm = np.random.default_rng(1).permutation(len(layers))
+    a, b = align_stack(layers), align_stack(layers[perm])
+    assert perm[b.reference] == a.reference and a.crop == b.crop
+    np.testing.assert_allclose(b.matrices, a.matrices[perm], atol=1e-9)
+    np.testing.assert_allclose(b.images, a.images[perm], atol=1e-6)
+    fm = get_fusion_method("stackmff_v3")
+    assert abs(psnr(fm(a.images).image, fm(b.images).image)) > 60  # same fused image (within 0.01 dB of anything)
+
+
+def test_invalid_layers_never_reference_brightness_or_crop():
+    from stackmff.data.synthesis import SynthStack, inject_invalid_layers
+
+    layers = _gt_cases()["breathing"][0]
+    clean = align_stack(layers)
+
+    st = SynthStack(layers=layers, index=np.zeros(layers.shape[2:], np.int64), aif=layers[0], focus=np.arange(7.0))
+    bad = inject_invalid_layers(st, 5, kinds=("exposure", "noisy", "blurred", "blank"), count=4)
+    valid = [k for k, kind in enumerate(bad.kinds) if kind == "valid"]
+    res = align_stack(bad.layers)
+    assert sorted(res.invalid) == [k for k in range(len(bad.kinds)) if k not in valid]
+    assert res.reference in valid and valid[clean.reference] == res.reference
+    # the valid layers' transforms, crop and brightness are those of the clean stack
+    np.testing.assert_allclose(res.matrices[valid], clean.matrices, atol=1e-6)
+    assert res.crop == clean.crop
+    np.testing.assert_allclose(res.gains[valid], clean.gains, atol=1e-6)
+    assert np.all(res.gains[list(res.invalid)] == 1)
+
+
+def test_brightness_goes_to_the_consensus_not_one_frame():
+    stack, _, _ = synthetic_stack(5, height=96, width=128, seed=10)
+    stack = stack * np.float32(0.8)
+    stack[2] = stack[2] * np.float32(1.08)  # the middle layer drifts (1.2x would be distrusted: left alone)
+    res = align_stack(stack, mode="translation")
+    assert res.invalid == {}
+    np.testing.assert_allclose(res.gains[2], 1 / 1.08, rtol=0.01)
+    np.testing.assert_allclose(np.delete(res.gains, 2, 0), 1.0, atol=0.02)
+
+
+@pytest.mark.slow
+def test_default_fuse_on_registered_stack_is_bit_identical_to_align_none(tmp_path, capsys):
+    layers = _gt_cases(size=(160, 192), n=5)["invalid"][0]
+    src = _write_stack(tmp_path / "in", layers)
+    assert main(["fuse", str(src), "-o", str(tmp_path / "a.png"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["align"]["skipped"] is True and summary["align"]["distrusted"]
+    assert main(["fuse", str(src), "-o", str(tmp_path / "b.png"), "--align", "none"]) == 0
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_similarity_projection_keeps_the_image_centre():
+    from stackmff.align import _project
+
+    shear = np.array([[1.004, 0.003, 2.0], [-0.002, 0.998, -1.0], [0, 0, 1.0]])
+    c = np.array([319.5, 179.5, 1.0])
+    sim = _project(shear, "similarity", (319.5, 179.5))
+    np.testing.assert_allclose(sim @ c, shear @ c, atol=1e-9)
+    assert abs(sim[0, 0] - sim[1, 1]) < 1e-12 and abs(sim[0, 1] + sim[1, 0]) < 1e-12
+
+
+@pytest.mark.shared
+def test_phone_stack_gets_affine_and_subpixel_residuals(shared_data):
+    """Hand-held phone sweep (rolling shutter, perspective): the measured residuals choose affine; every layer ends
+    within half a pixel of its neighbour."""
+    from stackmff.io import load_stack
+
+    stack = load_stack(shared_data / "mobile_depth_suwajanakorn" / "keyboard").images
+    res = align_stack(stack)
+    assert res.mode == "affine" and res.failed == [] and res.invalid == {}
+    assert np.nanmax(res.residuals) < 0.5 and res.reference not in (0, len(stack) - 1)
