@@ -27,6 +27,7 @@ __all__ = [
     "ExtractParams",
     "FlowsParams",
     "FuseParams",
+    "PhotosParams",
     "PrepareParams",
     "ReportParams",
     "SplitParams",
@@ -58,6 +59,24 @@ class PrepareParams:
 
 
 @dataclass(frozen=True)
+class PhotoFolder:
+    """One extra folder of photographs for the photo bank, with the licence that allows training on it."""
+
+    path: str = ""  # e.g. /usr/share/wallpapers (Debian plasma-workspace-wallpapers)
+    licence: str = ""  # as stated in /usr/share/doc/<package>/copyright or the files' metadata
+    include: list[str] = field(default_factory=list)  # sub-folders / files to take (empty: all), e.g. the photographs
+
+
+@dataclass(frozen=True)
+class PhotosParams:
+    """``photos:``: the photo bank of natural-image training scenes (``stackmff.data.photos``)."""
+
+    sources: list[str] = field(default_factory=lambda: ["skimage", "matplotlib"])  # pip-installed sample photos
+    folders: dict[str, PhotoFolder] = field(default_factory=dict)  # name -> extra folder (non-default profiles)
+    max_side: int = 1024  # longest side of the stored photographs
+
+
+@dataclass(frozen=True)
 class ExtractParams:
     """``extract:``: raw training datasets under ``data/raw/<name>/``; absent ones are skipped."""
 
@@ -81,7 +100,8 @@ class DepthParams:
 class SplitParams:
     """One synthesised split (``synthesize.benchmark`` or ``synthesize.train``)."""
 
-    source: str = "procedural"  # "procedural" or "extracted" (images + depth from the extract/depth stages)
+    source: str = "procedural"  # "procedural", "photos" (dead-leaves photo scenes from the photos stage) or
+    # "extracted" (images + depth from the extract/depth stages)
     scenes: int = 8  # stacks to write (per source dataset when source is "extracted")
     size: int = 256  # side of the square procedural scene / random crop of an extracted image
     layers: list[int] = field(default_factory=lambda: [4, 8])  # N values, cycled over the stacks
@@ -156,6 +176,7 @@ class FlowsParams:
 SECTIONS: dict[str, type] = {
     "base": BaseParams,
     "prepare": PrepareParams,
+    "photos": PhotosParams,
     "extract": ExtractParams,
     "depth": DepthParams,
     "synthesize": SynthesizeParams,

@@ -9,13 +9,16 @@ set does not invalidate the benchmark:
 - ``train``: the upstream training layout ``<out>/<dataset>/TR/focus_stack/<scene>/<i>.png`` +
   ``focus_index_gt/<scene>.npy`` + ``AiF/<scene>.png`` read by :class:`stackmff.data.datasets.FolderStacks`.
 
-Scenes come from :func:`stackmff.data.procedural.make_scene` (``source: procedural``) or, in the paper profile,
-from the extracted images and depth maps (``source: extracted``). Every dataset of ``synthesize.<split>.datasets``
+Scenes come from :func:`stackmff.data.procedural.make_scene` (``source: procedural``), from dead-leaves composites
+of the photo bank written by the ``photos`` stage (``source: photos``,
+:func:`stackmff.data.photos.make_photo_scene`: natural image statistics) or, in the paper profile, from the
+extracted images and depth maps (``source: extracted``). Every dataset of ``synthesize.<split>.datasets``
 gets ``scenes`` stacks; its value is the number of invalid layers inserted per stack (0 = clean stacks).
 
 Usage (from ``dvc.yaml``)::
 
-    python -m pipelines.stages.synthesize --params params.yaml --split benchmark data/depth data/benchmarks/synthetic
+    python -m pipelines.stages.synthesize --params params.yaml --split benchmark --photos data/photos \
+        data/depth data/benchmarks/synthetic
 """
 
 from __future__ import annotations
@@ -46,6 +49,19 @@ def _procedural(params: SplitParams, seed: int, count: int) -> Iterator[tuple[st
         yield f"{i:04d}", scene.image, scene.disparity
 
 
+def _photos(
+    params: SplitParams, photos: Path | None, seed: int, count: int
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    from stackmff.data.photos import load_photo_bank, make_photo_scene
+
+    if photos is None:
+        raise StackMFFError("source: photos needs the photo bank; pass --photos DIR (written by the photos stage)")
+    bank = load_photo_bank(photos)
+    for i in range(count):
+        scene = make_photo_scene(seed + i, params.size, params.size, bank)
+        yield f"{i:04d}", scene.image, scene.disparity
+
+
 def _extracted(
     params: SplitParams, depth_root: Path, dataset: str, seed: int
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
@@ -73,7 +89,9 @@ def _extracted(
         yield path.stem, img[:, y : y + s, x : x + s].copy(), disparity[y : y + s, x : x + s].copy()
 
 
-def synthesize_split(params: SplitParams, base: BaseParams, split: str, depth_root: Path, out: Path) -> dict:
+def synthesize_split(
+    params: SplitParams, base: BaseParams, split: str, depth_root: Path, out: Path, photos: Path | None = None
+) -> dict:
     """Write one split; returns ``{dataset: {"scenes": k, "layers": [...]}}``."""
     from stackmff.data.synthesis import inject_invalid_layers, shuffle_layers, synthesize_physical, synthesize_upstream
 
@@ -81,19 +99,20 @@ def synthesize_split(params: SplitParams, base: BaseParams, split: str, depth_ro
         raise StackMFFError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if params.mode not in ("physical", "upstream"):
         raise StackMFFError(f"synthesize.{split}.mode must be physical or upstream, got {params.mode!r}")
-    if params.source not in ("procedural", "extracted"):
-        raise StackMFFError(f"synthesize.{split}.source must be procedural or extracted, got {params.source!r}")
+    if params.source not in ("procedural", "photos", "extracted"):
+        raise StackMFFError(f"synthesize.{split}.source must be procedural, photos or extracted, got {params.source!r}")
     if not params.layers or min(params.layers) < 2:
         raise StackMFFError(f"synthesize.{split}.layers must list layer counts >= 2, got {params.layers}")
     summary: dict = {}
     for d, (dataset, n_invalid) in enumerate(params.datasets.items()):
         seed = base.seed + params.seed + 100_003 * d
         rng = np.random.default_rng(seed)
-        scenes = (
-            _procedural(params, seed, params.scenes)
-            if params.source == "procedural"
-            else _extracted(params, depth_root, dataset, seed)
-        )
+        if params.source == "procedural":
+            scenes = _procedural(params, seed, params.scenes)
+        elif params.source == "photos":
+            scenes = _photos(params, photos, seed, params.scenes)
+        else:
+            scenes = _extracted(params, depth_root, dataset, seed)
         root = out / dataset / ("TR" if split == "train" else "")
         stack_dir = root / ("focus_stack" if split == "train" else "dof_stack")
         counts = []
@@ -119,7 +138,14 @@ def synthesize_split(params: SplitParams, base: BaseParams, split: str, depth_ro
     return summary
 
 
-def run(params: SynthesizeParams, base: BaseParams, split: str, depth_root: str | Path, out: str | Path) -> dict:
+def run(
+    params: SynthesizeParams,
+    base: BaseParams,
+    split: str,
+    depth_root: str | Path,
+    out: str | Path,
+    photos: str | Path | None = None,
+) -> dict:
     """Synthesise ``split`` (``benchmark`` or ``train``) into ``out``; writes ``<out>/synthesis.json``.
 
     Args:
@@ -128,13 +154,14 @@ def run(params: SynthesizeParams, base: BaseParams, split: str, depth_root: str 
         split: which split.
         depth_root: output of the depth stage (used when the split's source is ``extracted``).
         out: folder to write.
+        photos: the photo bank (output of the photos stage), used when the split's source is ``photos``.
 
     Returns:
         Per-dataset counts, as written to ``synthesis.json``.
     """
     out = Path(out)
     split_params: SplitParams = getattr(params, split) if split in SPLITS else None  # type: ignore[assignment]
-    summary = synthesize_split(split_params, base, split, Path(depth_root), out)
+    summary = synthesize_split(split_params, base, split, Path(depth_root), out, Path(photos) if photos else None)
     if not any(v["scenes"] for v in summary.values()):
         raise StackMFFError(f"synthesize.{split} produced no stacks; check its datasets and source")
     write_json(out / "synthesis.json", {"split": split, "datasets": summary})
@@ -144,10 +171,11 @@ def run(params: SynthesizeParams, base: BaseParams, split: str, depth_root: str 
 def _main(argv: Sequence[str] | None = None) -> int:
     p = parser("synthesize", "Write synthetic focal stacks with ground truth.")
     p.add_argument("--split", required=True, choices=SPLITS)
+    p.add_argument("--photos", help="photo bank of the photos stage (for source: photos)")
     p.add_argument("depth", help="output of the depth stage (images + depth per dataset)")
     p.add_argument("out", help="folder to write")
     a = p.parse_args(argv)
-    run(load_params(a.params, "synthesize"), load_params(a.params, "base"), a.split, a.depth, a.out)
+    run(load_params(a.params, "synthesize"), load_params(a.params, "base"), a.split, a.depth, a.out, a.photos)
     return 0
 
 

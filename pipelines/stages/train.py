@@ -28,7 +28,7 @@ __all__ = ["check_variant", "main", "run", "train_config"]
 
 log = logging.getLogger("stackmff.pipelines.train")
 
-_PATH_KEYS = ("out_dir", "init_from", "data")
+_PATH_KEYS = ("out_dir", "init_from", "data", "photos")
 
 
 def check_variant(variant: str, values: dict) -> tuple[object, bool]:

@@ -65,6 +65,22 @@ def _synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _photos(args: argparse.Namespace) -> int:
+    from ..data.photos import collect_photos
+
+    folders = {}
+    for item in args.folder or []:
+        name, sep, rest = item.partition("=")
+        folder, sep2, licence = rest.partition(":")
+        if not sep or not sep2 or not name or not folder or not licence:
+            raise StackMFFError(f"--folder must look like NAME=DIR:LICENCE, got {item!r}")
+        folders[name] = (folder, licence)
+    man = collect_photos(args.out, args.sources, folders=folders, max_side=args.max_side, overwrite=args.overwrite)
+    summary = {"out": args.out, "count": man["count"]}
+    print(json.dumps(summary) if args.json else f"photos: {summary}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from ..data.extract import DATASETS
 
@@ -98,6 +114,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(func=_depth)
+
+    p = sub.add_parser(
+        "photos",
+        help="write a photo bank (training scenes with natural image statistics) with its licence list",
+        formatter_class=fmt,
+        description="Writes <out>/<source>/<name>.png, LICENSES.md and manifest.json from pip-installed sample "
+        "photographs (scikit-image, matplotlib) and optional folders (e.g. Debian wallpaper packages).",
+    )
+    p.add_argument("out", help="folder to create")
+    p.add_argument(
+        "--sources", nargs="*", default=["skimage", "matplotlib"], help="built-in sources (skimage, matplotlib)"
+    )
+    p.add_argument(
+        "--folder",
+        action="append",
+        metavar="NAME=DIR:LICENCE",
+        help="extra folder of images and its licence, repeatable (check /usr/share/doc/<pkg>/copyright first)",
+    )
+    p.add_argument("--max-side", type=int, default=1024, help="longest side of the stored photographs")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(func=_photos)
 
     p = sub.add_parser(
         "synthesize",

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", default=d.data, help="'procedural' or an upstream-layout dataset root")
     g.add_argument("--mode", default=d.mode, choices=("physical", "upstream"), help="procedural synthesis recipe")
+    g.add_argument("--photos", metavar="DIR", help="photo bank (stackmff photos): dead-leaves photo scenes")
+    g.add_argument("--photo-prob", type=float, default=d.photo_prob, help="share of photo scenes with --photos")
+    g.add_argument("--breathing", type=float, default=d.breathing, help="focus breathing range (e.g. 0.02)")
+    g.add_argument("--jpeg-prob", type=float, default=d.jpeg_prob, help="chance of JPEG-compressed layers")
     g.add_argument("--size", type=int, default=d.size, help="training crop side (multiple of 32)")
     g.add_argument("--n-range", type=int, nargs=2, default=list(d.n_range), metavar=("LO", "HI"), help="layer counts")
     g.add_argument("--invalid-prob", type=float, default=d.invalid_prob, help="chance of injected invalid layers")
@@ -85,6 +89,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         init_from=args.init_from,
         data=args.data,
         mode=args.mode,
+        photos=args.photos,
+        photo_prob=args.photo_prob,
+        breathing=args.breathing,
+        jpeg_prob=args.jpeg_prob,
         size=args.size,
         n_range=tuple(args.n_range),
         invalid_prob=args.invalid_prob,

@@ -33,6 +33,7 @@ from .synthesis import (
     INVALID_KINDS,
     SynthStack,
     inject_invalid_layers,
+    jpeg_layers,
     shuffle_layers,
     synthesize_physical,
     synthesize_upstream,
@@ -107,6 +108,13 @@ class ProceduralStacks(_EpochMixin, Dataset):
         noise: upper bounds of the Poisson gain and read-noise std, drawn per sample (physical mode).
         exposure_jitter: per-layer exposure jitter of valid layers (physical mode).
         scene_opts: extra keyword options for :func:`~stackmff.data.procedural.make_scene`.
+        photos: a photo bank (folder, see :func:`~stackmff.data.photos.collect_photos`, or the loaded images):
+            a share ``photo_prob`` of the scenes are dead-leaves composites of photographs
+            (:func:`~stackmff.data.photos.make_photo_scene`) instead of procedural scenes.
+        photo_prob: share of photo scenes (used only with ``photos``).
+        breathing: focus breathing, drawn per sample in ``U(-breathing, breathing)`` (physical mode).
+        jpeg_prob: chance that a sample's layers are JPEG round-tripped (quality in ``jpeg_quality``).
+        jpeg_quality: inclusive JPEG quality range.
 
     Examples:
         >>> ds = ProceduralStacks(4, size=(32, 32), n_range=(3, 5), seed=0)
@@ -131,6 +139,11 @@ class ProceduralStacks(_EpochMixin, Dataset):
         noise: tuple[float, float] = (3e-4, 5e-3),
         exposure_jitter: float = 0.02,
         scene_opts: dict | None = None,
+        photos: str | os.PathLike | Sequence[np.ndarray] | None = None,
+        photo_prob: float = 0.5,
+        breathing: float = 0.0,
+        jpeg_prob: float = 0.0,
+        jpeg_quality: tuple[int, int] = (60, 98),
     ) -> None:
         check_choice(mode, ("physical", "upstream"), "mode")
         if length < 1:
@@ -150,6 +163,15 @@ class ProceduralStacks(_EpochMixin, Dataset):
         self.noise = noise
         self.exposure_jitter = float(exposure_jitter)
         self.scene_opts = dict(scene_opts or {})
+        if isinstance(photos, (str, os.PathLike)):
+            from .photos import load_photo_bank
+
+            photos = load_photo_bank(photos)
+        self.photos = tuple(photos) if photos is not None else ()
+        self.photo_prob = float(photo_prob) if self.photos else 0.0
+        self.breathing = float(breathing)
+        self.jpeg_prob = float(jpeg_prob)
+        self.jpeg_quality = (int(jpeg_quality[0]), int(jpeg_quality[1]))
         self.epoch = 0
 
     def _counts(self, i: int) -> tuple[int, int]:
@@ -167,7 +189,14 @@ class ProceduralStacks(_EpochMixin, Dataset):
         n, n_inv = self._counts(i)
         rng = np.random.default_rng([self.seed, epoch, i])
         h, w = self.size
-        scene = make_scene(rng, h, w, **self.scene_opts)
+        # the extra draws use their own stream, so that without them every sample is what it always was
+        extra = np.random.default_rng([self.seed, 0xA11, epoch, i])
+        if self.photo_prob > 0 and extra.random() < self.photo_prob:
+            from .photos import make_photo_scene
+
+            scene = make_photo_scene(rng, h, w, self.photos)
+        else:
+            scene = make_scene(rng, h, w, **self.scene_opts)
         if self.mode == "physical":
             scale = min(h, w) / 256.0
             stack = synthesize_physical(
@@ -178,6 +207,7 @@ class ProceduralStacks(_EpochMixin, Dataset):
                 max_coc=float(rng.uniform(*self.max_coc)) * scale,
                 noise=(float(rng.uniform(0, self.noise[0])), float(rng.uniform(0, self.noise[1]))),
                 exposure_jitter=self.exposure_jitter,
+                breathing=float(extra.uniform(-self.breathing, self.breathing)) if self.breathing else 0.0,
             )
         else:
             depth = np.rint(scene.disparity * 255.0).astype(np.uint8)
@@ -186,6 +216,8 @@ class ProceduralStacks(_EpochMixin, Dataset):
             stack = shuffle_layers(stack, rng)
         if n_inv:
             stack = inject_invalid_layers(stack, rng, kinds=self.invalid_kinds, count=n_inv)
+        if self.jpeg_prob > 0 and extra.random() < self.jpeg_prob:
+            stack = jpeg_layers(stack, extra, quality=self.jpeg_quality)
         return stack
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -39,6 +39,7 @@ __all__ = [
     "SynthStack",
     "disc_kernel",
     "inject_invalid_layers",
+    "jpeg_layers",
     "shuffle_layers",
     "synthesize_physical",
     "synthesize_upstream",
@@ -522,3 +523,28 @@ def inject_invalid_layers(
     order[is_new] = np.arange(n, n + count)
     order[~is_new] = np.arange(n)
     return _reorder(grown, order)
+
+
+def jpeg_layers(
+    stack: SynthStack, rng: int | np.random.Generator | None = None, *, quality: tuple[int, int] = (60, 98)
+) -> SynthStack:
+    """Round-trip every layer through 8-bit JPEG (one random quality per stack), as a camera or phone writes them.
+
+    The AiF target stays clean; quantisation to 8 bits comes with it. ``quality`` is an inclusive range in 1..100.
+
+    Returns:
+        A new :class:`SynthStack` (layers replaced; ground truth unchanged).
+    """
+    lo, hi = int(quality[0]), int(quality[1])
+    if not 1 <= lo <= hi <= 100:
+        raise StackMFFError(f"JPEG quality must be a range within 1..100, got {quality}.")
+    q = int(_as_rng(rng).integers(lo, hi + 1))
+    out = np.empty_like(stack.layers)
+    for k in range(stack.n):
+        u8 = np.clip(np.rint(stack.layers[k].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", u8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+        if not ok:  # pragma: no cover
+            raise StackMFFError("OpenCV could not encode a JPEG; reinstall opencv-python-headless")
+        dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        out[k] = dec.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+    return replace(stack, layers=out)

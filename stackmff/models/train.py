@@ -52,6 +52,12 @@ class TrainConfig:
         init_from: checkpoint to start from (its architecture wins over ``model``), e.g. the shipped weights.
         data: ``"procedural"`` or the root of an upstream-layout dataset tree.
         mode: procedural synthesis mode, ``"physical"`` or ``"upstream"``.
+        photos: photo bank folder (:func:`~stackmff.data.photos.collect_photos`, DVC stage ``photos``); with
+            ``data="procedural"``, a share ``photo_prob`` of the on-the-fly scenes (training and validation) are
+            dead-leaves composites of photographs instead of procedural scenes.
+        photo_prob: share of photo scenes when ``photos`` is set.
+        breathing: focus breathing range of the on-the-fly synthesis (per sample ``U(-b, b)``).
+        jpeg_prob: chance that a sample's layers are JPEG round-tripped (quality 60-98).
         size: square training crop side (multiple of 32).
         n_range: inclusive range of N (valid + invalid layers).
         invalid_prob, max_invalid: invalid-layer injection (0 for V3-star).
@@ -81,6 +87,10 @@ class TrainConfig:
     init_from: str | None = None
     data: str = "procedural"
     mode: str = "physical"
+    photos: str | None = None
+    photo_prob: float = 0.5
+    breathing: float = 0.0
+    jpeg_prob: float = 0.0
     size: int = 96
     n_range: tuple[int, int] = (2, 8)
     invalid_prob: float = 0.3
@@ -242,6 +252,10 @@ def _make_dataset(cfg: TrainConfig, *, val: bool = False):
             max_invalid=cfg.max_invalid,
             shuffle=cfg.shuffle,
             seed=cfg.seed + 10_000 if val else cfg.seed,
+            photos=cfg.photos or None,
+            photo_prob=cfg.photo_prob,
+            breathing=cfg.breathing,
+            jpeg_prob=cfg.jpeg_prob,
         )
     if not Path(cfg.data).is_dir():
         raise StackMFFError(f"data must be 'procedural' or an existing dataset folder, got {cfg.data!r}")
