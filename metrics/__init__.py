@@ -7,6 +7,7 @@ Every metric is a function ``metric(fused, reference_or_sources, *, data_range=1
 """
 
 from .average_gradient import average_gradient
+from .blur_check import block_sharpness, blurred_share, ghost_share, sharpness_ratio
 from .entropy import entropy
 from .fsim import fsim
 from .gmsd import gmsd
@@ -27,8 +28,11 @@ from .vif import vif_p
 
 __all__ = [
     "average_gradient",
+    "block_sharpness",
+    "blurred_share",
     "entropy",
     "fsim",
+    "ghost_share",
     "gmsd",
     "halo",
     "mae",
@@ -44,6 +48,7 @@ __all__ = [
     "qabf",
     "rmse",
     "scd",
+    "sharpness_ratio",
     "spatial_frequency",
     "ssim",
     "ssim_gray8",

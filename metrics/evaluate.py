@@ -31,8 +31,10 @@ from stackmff.io import IMAGE_EXTENSIONS, find_pair_scenes, find_stack_scenes, l
 
 from . import (
     average_gradient,
+    blurred_share,
     entropy,
     fsim,
+    ghost_share,
     gmsd,
     halo,
     mae,
@@ -48,6 +50,7 @@ from . import (
     qabf,
     rmse,
     scd,
+    sharpness_ratio,
     spatial_frequency,
     ssim,
     ssim_gray8,
@@ -97,6 +100,10 @@ METRICS: dict[str, MetricSpec] = {
     "nmi": MetricSpec(normalized_mutual_information, "sources", True),
     "halo": MetricSpec(halo, "sources", False),
     "overshoot": MetricSpec(overshoot, "sources", False),
+    # no-reference blur check per block against the sharpest layer (metrics/blur_check.py); sources should be registered
+    "sharpness_ratio": MetricSpec(sharpness_ratio, "sources", True),
+    "blurred_share": MetricSpec(blurred_share, "sources", False),
+    "ghost_share": MetricSpec(ghost_share, "sources", False),
     "scd": MetricSpec(scd, "pair", True),
     "sf": MetricSpec(spatial_frequency, "image", True),
     "ag": MetricSpec(average_gradient, "image", True),

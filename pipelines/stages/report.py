@@ -56,8 +56,33 @@ def _primary(params: ReportParams, dataset: str, available: Sequence[str]) -> st
     return available[0] if available else None
 
 
-def _scene_views(runs: pd.DataFrame, fused: Path, benchmarks: Path, params: ReportParams) -> list[SceneView]:
-    """Pick up to ``params.max_scenes`` scenes, round-robin over datasets, with every method's image."""
+# the no-reference blur check (metrics/blur_check.py), shown under the crops of scenes without a ground truth
+BLUR_CHECK = {
+    "sharpness_ratio": "sharpness {:.2f}",
+    "blurred_share": "blurred {:.0%}",
+    "ghost_share": "extra edges {:.0%}",
+}
+
+
+def _blur_captions(tidy: pd.DataFrame, dataset: str, scene: str) -> dict[str, str]:
+    """method -> "sharpness 0.97 · blurred 1% · extra edges 0%" for one scene (empty when not evaluated)."""
+    if tidy.empty:
+        return {}
+    sel = tidy[(tidy["dataset"] == dataset) & (tidy["scene"].astype(str) == scene) & tidy["metric"].isin(BLUR_CHECK)]
+    out = {}
+    for method, g in sel.groupby("method"):
+        vals = dict(zip(g["metric"], g["value"], strict=False))
+        parts = [fmt.format(vals[k]) for k, fmt in BLUR_CHECK.items() if k in vals and vals[k] == vals[k]]
+        if parts:
+            out[str(method)] = " · ".join(parts)
+    return out
+
+
+def _scene_views(
+    runs: pd.DataFrame, fused: Path, benchmarks: Path, params: ReportParams, tidy: pd.DataFrame | None = None
+) -> list[SceneView]:
+    """Pick up to ``params.max_scenes`` scenes, round-robin over datasets, with every method's image; scenes without
+    a ground truth (real stacks) carry the blur-check numbers of every method under its crop."""
     ok = runs[(runs["scene_status"] == "ok") & runs["scene"].notna()] if "scene_status" in runs else runs.iloc[0:0]
     keys = ok.drop_duplicates(["benchmark", "dataset", "scene"])[["benchmark", "dataset", "scene", "layers"]]
     by_ds: dict[tuple[str, str], list] = {}
@@ -89,11 +114,9 @@ def _scene_views(runs: pd.DataFrame, fused: Path, benchmarks: Path, params: Repo
             if imap.is_file():
                 maps[m] = imap
         layers = int(row.layers) if row.layers == row.layers else None
-        views.append(
-            SceneView(
-                row.dataset, str(row.scene), images, maps, gts[row.benchmark].get((row.dataset, row.scene)), layers
-            )
-        )
+        gt = gts[row.benchmark].get((row.dataset, row.scene))
+        captions = _blur_captions(tidy, row.dataset, str(row.scene)) if gt is None and tidy is not None else {}
+        views.append(SceneView(row.dataset, str(row.scene), images, maps, gt, layers, captions))
     return views
 
 
@@ -157,7 +180,7 @@ def run(
         tables=tables,
         resources=resources,
         plots=plots,
-        scenes=_scene_views(runs, fused_dir, Path(benchmarks_dir), params),
+        scenes=_scene_views(runs, fused_dir, Path(benchmarks_dir), params, tidy),
         absent=absent,
         crop=params.crop,
     )

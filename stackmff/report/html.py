@@ -62,6 +62,7 @@ class SceneView:
         index_maps: method -> colour-mapped index map file (``*_preview.png``), when the method has one.
         ground_truth: all-in-focus reference image, if the benchmark has one.
         layers: number of layers N of the stack (shown in the heading).
+        captions: method -> extra caption line under its crop (e.g. the blur-check numbers of a real stack).
     """
 
     dataset: str
@@ -70,6 +71,7 @@ class SceneView:
     index_maps: Mapping[str, Path] = field(default_factory=dict)
     ground_truth: Path | None = None
     layers: int | None = None
+    captions: Mapping[str, str] = field(default_factory=dict)
 
 
 def _hwc(img: np.ndarray) -> np.ndarray:
@@ -171,7 +173,8 @@ def _scene_html(view: SceneView, crop: int, thumb: int) -> str:
             if imap.shape[:2] != (h, w):
                 imap = cv2.resize(imap, (w, h), interpolation=cv2.INTER_NEAREST)
             parts.append(_crop_img(imap[y : y + s, x : x + s], disp, nearest=True))
-        figs.append(f"<figure>{''.join(parts)}<figcaption>{html.escape(m)}</figcaption></figure>")
+        cap = html.escape(m) + (f"<br>{html.escape(view.captions[m])}" if m in view.captions else "")
+        figs.append(f"<figure>{''.join(parts)}<figcaption>{cap}</figcaption></figure>")
     n = f", N = {view.layers}" if view.layers else ""
     title = f"{html.escape(view.dataset)} / {html.escape(view.scene)}{n}"
     return f'<h3 id="{html.escape(view.dataset)}-{html.escape(view.scene)}">{title}</h3><div class="scene">{"".join(figs)}</div>'

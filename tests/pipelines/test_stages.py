@@ -121,14 +121,14 @@ def test_evaluate_then_report(bench, tmp_path):
     for m in ("focus_measure", "laplacian_pyramid"):
         fuse.run(fp, m, bench, tmp_path / "fused" / m / "synthetic", tmp_path / "runs" / m / "synthetic.json")
         evaluate.run(
-            EvaluateParams(metrics=["psnr", "ssim", "qabf"]),
+            EvaluateParams(metrics=["psnr", "ssim", "qabf", "sharpness_ratio"]),
             m,
             bench,
             tmp_path / "fused" / m / "synthetic",
             tmp_path / "metrics" / m / "synthetic.csv",
         )
     df = pd.read_csv(tmp_path / "metrics" / "focus_measure" / "synthetic.csv", dtype={"scene": str})
-    assert set(df["metric"]) == {"psnr", "ssim", "qabf"} and len(df) == 12
+    assert set(df["metric"]) == {"psnr", "ssim", "qabf", "sharpness_ratio"} and len(df) == 16
     rp = ReportParams(metrics=["psnr", "ssim", "qabf"], primary={"default": "psnr"}, max_scenes=2)
     summary = report.run(
         rp, tmp_path / "metrics", tmp_path / "runs", tmp_path / "fused", bench.parent, tmp_path / "rep"
@@ -172,3 +172,26 @@ def test_peers_stage_records_tool_versions_so_dvc_sees_installs(tmp_path):
     assert peers.run(FuseParams(methods=["enfuse"], options={"enfuse": gone}), out)["enfuse"]["version"] == "absent"
     with pytest.raises(StackMFFError, match="unknown"):
         peers.run(FuseParams(methods=["no_such_method"]), out)
+
+
+def test_report_puts_blur_check_under_crops_of_scenes_without_ground_truth(tmp_path):
+    from stackmff.report import SceneView, build_html
+
+    tidy = pd.DataFrame(
+        {
+            "method": ["v3", "v3", "v3", "lp", "lp"],
+            "dataset": ["samples"] * 5,
+            "scene": ["pcb"] * 5,
+            "metric": ["sharpness_ratio", "blurred_share", "ghost_share", "sharpness_ratio", "psnr"],
+            "value": [0.97, 0.012, 0.0, float("nan"), 30.0],
+        }
+    )
+    caps = report._blur_captions(tidy, "samples", "pcb")
+    assert caps == {"v3": "sharpness 0.97 · blurred 1% · extra edges 0%"}  # NaN values and other metrics left out
+    assert report._blur_captions(tidy, "samples", "ring") == {}
+    img = np.random.default_rng(0).random((3, 40, 40)).astype(np.float32)
+    for m in ("v3", "lp"):
+        save_image(tmp_path / f"{m}.png", img)
+    view = SceneView("samples", "pcb", {m: tmp_path / f"{m}.png" for m in ("v3", "lp")}, captions=caps)
+    build_html(tmp_path / "index.html", title="t", scenes=[view], crop=16)
+    assert "sharpness 0.97 · blurred 1% · extra edges 0%" in (tmp_path / "index.html").read_text()
