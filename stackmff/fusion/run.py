@@ -5,17 +5,36 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .._checks import StackMFFError
-from ..io import Stack, find_pair_scenes, find_stack_scenes, load_stack, save_image
+from ..io import (
+    IMAGE_EXTENSIONS,
+    OutputSet,
+    Stack,
+    check_output_path,
+    collect_files,
+    find_pair_scenes,
+    find_stack_scenes,
+    load_stack,
+    save_image,
+)
 from . import DEFAULT_METHOD
 from .registry import FusionResult, get_fusion_method
 
-__all__ = ["fuse_dataset", "fuse_loaded", "fuse_pairs", "fuse_to_file", "save_index_map"]
+__all__ = [
+    "check_outputs",
+    "fuse_dataset",
+    "fuse_loaded",
+    "fuse_pairs",
+    "fuse_to_file",
+    "planned_outputs",
+    "save_index_map",
+]
 
 log = logging.getLogger("stackmff")
 
@@ -27,40 +46,90 @@ def fuse_loaded(
     align: str = "none",
     method_options: dict | None = None,
     align_options: dict | None = None,
+    outputs: OutputSet | None = None,
 ) -> tuple[FusionResult, dict]:
-    """Align (optionally) and fuse a loaded stack. Returns the result and a dict of timings/diagnostics."""
+    """Align (optionally) and fuse a loaded stack. Returns the result and a dict of timings/diagnostics.
+
+    An ``align_options["save_transforms"]`` file is staged in ``outputs`` when given (written with the command's
+    other files, honouring its ``overwrite``), else written at once.
+    """
     fm = get_fusion_method(method)  # fail on a bad name before any work
     info: dict = {}
     images = stack.images
     if align != "none":
-        from ..align import align_stack  # imported lazily: OpenCV registration is not needed for registered stacks
+        from ..align import align_stack, save_transforms  # lazily: registration is not needed for registered stacks
 
+        opts = dict(align_options or {})
+        save_to = opts.pop("save_transforms", None)
         t0 = time.perf_counter()
-        aligned = align_stack(images, mode=align, **(align_options or {}))
+        aligned = align_stack(images, mode=align, **opts)
         images = aligned.images
         info["align_seconds"] = round(time.perf_counter() - t0, 4)
         info["align"] = aligned.summary()
+        if save_to is not None:
+            save_transforms(save_to, aligned, outputs=outputs)
     t0 = time.perf_counter()
     result = fm(images, **(method_options or {}))
     info["fuse_seconds"] = round(time.perf_counter() - t0, 4)
     return result, info
 
 
-def save_index_map(path: str | Path, index_map: np.ndarray, n_layers: int, *, overwrite: bool = False) -> list[Path]:
-    """Write an index map as a 16-bit PNG (exact layer numbers) plus a colour-mapped ``*_preview.png``."""
+def _index_map_paths(path: str | Path) -> tuple[Path, Path]:
     path = Path(path)
     if path.suffix.lower() != ".png":
         path = path.with_suffix(".png")
-    preview = path.with_name(path.stem + "_preview.png")
+    return path, path.with_name(path.stem + "_preview.png")
+
+
+def save_index_map(
+    path: str | Path,
+    index_map: np.ndarray,
+    n_layers: int,
+    *,
+    overwrite: bool = False,
+    outputs: OutputSet | None = None,
+) -> list[Path]:
+    """Write an index map as a 16-bit PNG (exact layer numbers) plus a colour-mapped ``*_preview.png``, both or
+    neither (staged in ``outputs`` when given)."""
+    path, preview = _index_map_paths(path)
     for p in (path, preview):
         if p.exists() and not overwrite:
             raise StackMFFError(f"output {p} exists; pass --overwrite to replace it or choose another name")
     idx = np.asarray(index_map).astype(np.uint16)
-    save_image(path, idx, bit_depth=16, overwrite=overwrite)
     scaled = (idx.astype(np.float32) * (255.0 / max(n_layers - 1, 1))).astype(np.uint8)
     colour = cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)[..., ::-1]  # BGR -> RGB
-    save_image(preview, colour.transpose(2, 0, 1).astype(np.float32) / 255.0, overwrite=overwrite)
+    with nullcontext(outputs) if outputs is not None else OutputSet(overwrite=overwrite) as outs:
+        save_image(path, idx, bit_depth=16, overwrite=overwrite, outputs=outs)
+        save_image(preview, colour.transpose(2, 0, 1).astype(np.float32) / 255.0, overwrite=overwrite, outputs=outs)
     return [path, preview]
+
+
+def planned_outputs(
+    output: str | Path, *, index_map: str | Path | None = None, save_transforms: str | Path | None = None
+) -> list[Path]:
+    """Every file ``fuse_to_file`` may write for these arguments (index map + preview, transforms)."""
+    paths = [Path(output)]
+    if index_map is not None:
+        paths += list(_index_map_paths(index_map))
+    if save_transforms is not None:
+        paths.append(Path(save_transforms))
+    return paths
+
+
+def check_outputs(paths: Sequence[Path], *, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
+    """Refuse, before any work, outputs that cannot be written, clash with each other or with an input."""
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        real = Path(p).resolve()
+        if real in seen:
+            raise StackMFFError(f"two outputs are both {p} ({seen[real]}); give them different names")
+        seen[real] = Path(p)
+        check_output_path(p, overwrite=overwrite, inputs=inputs)
+    image = Path(paths[0])
+    if image.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise StackMFFError(
+            f"output {image} has unknown extension {image.suffix or '(none)'}; use .png, .jpg, .tif, .bmp or .webp"
+        )
 
 
 def fuse_to_file(
@@ -77,30 +146,37 @@ def fuse_to_file(
 ) -> dict:
     """Fuse the images ``inputs`` (folder or files) into ``output``; returns a JSON-able summary.
 
-    Nothing is written unless fusion succeeds; existing outputs are refused unless ``overwrite``.
+    Everything checkable from the arguments (output paths, method options, weights, device) is checked before the
+    images are loaded. The fused image, the index map + preview and the transforms file (``align_options``
+    ``save_transforms``) are written together or not at all; existing outputs are refused unless ``overwrite``.
     """
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise StackMFFError(f"output {output} exists; pass --overwrite to replace it or choose another name")
-    if index_map is not None and not overwrite:  # refuse before anything is written, not after the fused image
-        imap = Path(index_map).with_suffix(".png")
-        for p in (imap, imap.with_name(imap.stem + "_preview.png")):
-            if p.exists():
-                raise StackMFFError(f"output {p} exists; pass --overwrite to replace it or choose another name")
     fm = get_fusion_method(method)
+    save_to = (align_options or {}).get("save_transforms") if align != "none" else None
+    files = collect_files(inputs)
+    check_outputs(
+        planned_outputs(output, index_map=index_map, save_transforms=save_to), overwrite=overwrite, inputs=files
+    )
+    method_options = fm.check_options(method_options or {})
     t0 = time.perf_counter()
     # the learned methods read the stack region by region: keep the decoded 8/16-bit pixels (4x/2x less memory)
-    stack = load_stack(inputs, compact=fm.learned)
+    stack = load_stack(files, compact=fm.learned)
     t_load = time.perf_counter() - t0
-    result, info = fuse_loaded(stack, method, align=align, method_options=method_options, align_options=align_options)
-    bits = bit_depth or stack.bit_depth
-    save_image(output, result.image, bit_depth=bits, overwrite=overwrite)
-    written = [str(output)]
-    if index_map is not None:
-        if result.index_map is None:
-            log.warning("method %s has no index map; --index-map ignored", method)
-        else:
-            written += [str(p) for p in save_index_map(index_map, result.index_map, stack.n, overwrite=overwrite)]
+    with OutputSet(overwrite=overwrite) as outs:
+        result, info = fuse_loaded(
+            stack, method, align=align, method_options=method_options, align_options=align_options, outputs=outs
+        )
+        bits = bit_depth or stack.bit_depth
+        save_image(output, result.image, bit_depth=bits, overwrite=overwrite, outputs=outs)
+        written = [str(output)]
+        if index_map is not None:
+            if result.index_map is None:
+                log.warning("method %s has no index map; --index-map ignored", method)
+            else:
+                maps = save_index_map(index_map, result.index_map, stack.n, overwrite=overwrite, outputs=outs)
+                written += [str(p) for p in maps]
+        if save_to is not None:
+            written.append(str(save_to))
     h, w = stack.size
     return {
         "inputs": [str(p) for p in dict.fromkeys(stack.paths)],
