@@ -40,6 +40,7 @@ __all__ = [
     "Stack",
     "StackScene",
     "check_output_path",
+    "check_writable_folder",
     "collect_files",
     "find_pair_scenes",
     "find_stack_scenes",
@@ -288,11 +289,13 @@ def read_image_file(path: str | os.PathLike) -> tuple[list[np.ndarray], bool]:
     try:
         if ext in (".tif", ".tiff"):
             return _read_tiff(path)
-        if ext == ".png" and _png_bit_depth(path) == 16:
+        if ext == ".png":
             with open(path, "rb") as f:
                 head = f.read(26)
-            w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-            _check_decoded_size(path, w, h, 4, 2)
+            if len(head) == 26 and head[12:16] == b"IHDR":
+                w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+                _check_decoded_size(path, w, h, 4, 2 if head[24] == 16 else 1)
+        if ext == ".png" and _png_bit_depth(path) == 16:
             with _native_messages(path):
                 arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if arr is None:
@@ -310,7 +313,8 @@ def read_image_file(path: str | os.PathLike) -> tuple[list[np.ndarray], bool]:
         raise
     except Image.DecompressionBombError:
         raise StackMFFError(
-            f"{path} claims more pixels than any photo (decompression-bomb guard); it is damaged: remove it"
+            f"{path} claims more pixels than any photo (over {2 * Image.MAX_IMAGE_PIXELS / 1e9:.0f} gigapixels); it is "
+            "damaged or not a photo: remove it"
         ) from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, tifffile.TiffFileError, cv2.error) as exc:
         raise StackMFFError(
@@ -740,13 +744,14 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool = False, input
             raise StackMFFError(f"output {path} is one of the inputs; choose another output name")
     if path.exists() and not overwrite:
         raise StackMFFError(f"output {path} exists; pass --overwrite to replace it or choose another name")
-    _check_writable_folder(path.parent, f"output {path}")
+    check_writable_folder(path.parent, f"output {path}")
     return path
 
 
-def _check_writable_folder(folder: Path, what: str) -> None:
-    """The nearest existing ancestor of ``folder`` must be a folder in which we can create a file (probed)."""
-    probe = folder if str(folder) else Path(".")
+def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
+    """Refuse a ``folder`` (existing or to be created) that cannot take our files: its nearest existing ancestor
+    must be a folder in which we can create a file (probed with a temp file, removed at once)."""
+    probe = Path(folder) if str(folder) else Path(".")
     while not probe.exists():
         if probe.is_symlink() or probe.parent == probe:
             break
@@ -819,10 +824,17 @@ class OutputSet:
     def write_bytes(self, final: str | os.PathLike, data: bytes | memoryview) -> Path:
         """Write ``data`` for ``final``; write errors (disk full, quota) raise instead of leaving a short file."""
         tmp = self.temp(final)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            self.discard()
+            raise StackMFFError(
+                f"could not write {final}: {exc.strerror or type(exc).__name__}; free disk space or choose another "
+                "folder (nothing was written)"
+            ) from None
         if tmp.stat().st_size != len(data):
             raise StackMFFError(f"writing {final} stopped short (disk full?); free disk space and rerun")
         return tmp

@@ -116,8 +116,8 @@ def _error_line(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         code = exc.errno
-        if code == errno.ENOSPC:
-            return f"no space left on the device writing{where}; free disk space or choose another output folder"
+        if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return f"could not write{where}: {exc.strerror}; free disk space or choose another output folder"
         if code in (errno.EACCES, errno.EPERM, errno.EROFS):
             return f"permission denied for{where or ' a file'}; choose a folder you can write to or fix its permissions"
         if code == errno.ENOTDIR:

@@ -173,26 +173,35 @@ def _cmd_fuse_pairs(args: argparse.Namespace) -> int:
 
 
 def _cmd_fuse_many(args: argparse.Namespace, run) -> int:
-    """``fuse-dataset`` / ``fuse-pairs``: ``run`` is :func:`fuse_dataset` or :func:`fuse_pairs`."""
+    """``fuse-dataset`` / ``fuse-pairs``: ``run`` is :func:`fuse_dataset` or :func:`fuse_pairs`. Finished scenes
+    are skipped (resume), failed ones are listed in one line at the end (exit 2) after the others were fused."""
+    from .._checks import PartialFailure
     from .align import alignment_options
 
-    summaries = run(
-        args.root,
-        args.output,
-        args.method,
-        datasets=args.datasets,
-        ext=args.ext,
-        overwrite=args.overwrite,
-        align=args.align,
-        index_maps=args.index_maps,
-        progress=not args.no_progress,
-        method_options=_method_options(args),
-        align_options=alignment_options(args),
-    )
+    try:
+        summaries = run(
+            args.root,
+            args.output,
+            args.method,
+            datasets=args.datasets,
+            ext=args.ext,
+            overwrite=args.overwrite,
+            align=args.align,
+            index_maps=args.index_maps,
+            progress=not args.no_progress,
+            method_options=_method_options(args),
+            align_options=alignment_options(args),
+        )
+    except PartialFailure as exc:
+        _emit(args, exc.results)
+        raise
     _emit(args, summaries)
     if not args.json:
-        seconds = sum(s["seconds"] for s in summaries)
-        print(f"fused {len(summaries)} scenes into {args.output} ({args.method}, {seconds:.1f} s)", file=sys.stderr)
+        done = [s for s in summaries if not s.get("skipped")]
+        seconds = sum(s["seconds"] for s in done)
+        skipped = len(summaries) - len(done)
+        note = f"; skipped {skipped} finished (--overwrite redoes them)" if skipped else ""
+        print(f"fused {len(done)} scenes into {args.output} ({args.method}, {seconds:.1f} s){note}", file=sys.stderr)
     return 0
 
 

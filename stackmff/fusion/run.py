@@ -11,12 +11,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._checks import StackMFFError
+from .._checks import PartialFailure, StackMFFError
 from ..io import (
     IMAGE_EXTENSIONS,
     OutputSet,
     Stack,
     check_output_path,
+    check_writable_folder,
     collect_files,
     find_pair_scenes,
     find_stack_scenes,
@@ -219,6 +220,8 @@ def fuse_dataset(
 
     With ``index_maps`` the index maps go to ``<outdir>/<dataset>/index_maps/<scene>.png``. ``align_options`` are
     :func:`stackmff.align.align_stack` keywords applied to every stack (e.g. ``frame``, ``drop_failed``).
+    Finished scenes are skipped unless ``overwrite``; a failed scene does not stop the others (see
+    :class:`~stackmff._checks.PartialFailure`).
     """
     scenes = [(sc.dataset, sc.scene, sc.stack_dir) for sc in find_stack_scenes(root, datasets)]
     return _fuse_many(
@@ -280,20 +283,54 @@ def _fuse_many(
     align_options: dict | None,
 ) -> list[dict]:
     """Fuse ``(dataset, scene, inputs)`` into ``<outdir>/<dataset>/<scene><ext>`` (index maps in
-    ``<outdir>/<dataset>/index_maps/``) with one progress bar."""
-    get_fusion_method(method)  # an unknown method fails before the first stack
-    summaries = []
+    ``<outdir>/<dataset>/index_maps/``) with one progress bar.
+
+    A scene whose outputs all exist is skipped unless ``overwrite`` (so an interrupted run resumes where it
+    stopped); its summary says ``"skipped": true``. A scene that fails (unreadable layer, too few layers ...) does
+    not stop the others: after the last scene :class:`PartialFailure` lists every failed scene.
+    """
+    fm = get_fusion_method(method)  # an unknown method or bad options fail before the first stack
+    method_options = fm.check_options(method_options or {})
+    ext = ext if ext.startswith(".") else "." + ext
+    if ext.lower() not in IMAGE_EXTENSIONS:
+        raise StackMFFError(f"--ext must be an image extension such as .png or .tif, got {ext!r}")
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise StackMFFError(f"OUTDIR {outdir} is a file; -o takes a folder for the fused images")
+    check_writable_folder(outdir, f"OUTDIR {outdir}")
+    summaries: list[dict] = []
     for dataset, scene, inputs in _progress(scenes, f"fuse {method}", progress):
-        folder = Path(outdir) / dataset
-        s = fuse_to_file(
-            inputs,
-            folder / f"{scene}{ext}",
-            method,
-            index_map=folder / "index_maps" / f"{scene}.png" if index_maps else None,
-            overwrite=overwrite,
-            align=align,
-            method_options=method_options,
-            align_options=align_options,
-        )
+        folder = outdir / dataset
+        target = folder / f"{scene}{ext}"
+        imap = folder / "index_maps" / f"{scene}.png" if index_maps else None
+        if not overwrite and target.is_file():  # written with its index map in one go: the scene is finished
+            summaries.append({"dataset": dataset, "scene": scene, "skipped": True, "outputs": [str(target)]})
+            continue
+        try:
+            s = fuse_to_file(
+                inputs,
+                target,
+                method,
+                index_map=imap,
+                overwrite=overwrite,
+                align=align,
+                method_options=method_options,
+                align_options=align_options,
+            )
+        except (StackMFFError, OSError, MemoryError) as exc:
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            log.debug("%s/%s failed: %s", dataset, scene, msg)
+            summaries.append({"dataset": dataset, "scene": scene, "error": msg})
+            continue
         summaries.append({"dataset": dataset, "scene": scene, **s})
+    failed = [s for s in summaries if "error" in s]
+    if failed:
+        done = sum(1 for s in summaries if "error" not in s)
+        listed = "; ".join(f"{s['dataset']}/{s['scene']}: {s['error']}" for s in failed[:3])
+        more = f"; and {len(failed) - 3} more (see --json)" if len(failed) > 3 else ""
+        raise PartialFailure(
+            f"{len(failed)} of {len(summaries)} scenes failed ({listed}{more}); the other {done} are written: "
+            "fix the failed ones and rerun (finished scenes are skipped)",
+            summaries,
+        )
     return summaries
