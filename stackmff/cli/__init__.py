@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _on_sigterm)
     import warnings
 
+    root = logging.getLogger()
+    root_state = root.handlers[:], root.level
     try:
         with warnings.catch_warnings():
             _setup_warnings(args.verbose)
@@ -172,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         _report(_error_line(exc), args.verbose)
         return 2
     finally:
+        root.handlers[:], root.level = root_state  # main() may be called again in one process (tests, flows)
         if in_main_thread:
             signal.signal(signal.SIGTERM, old_term)
 
