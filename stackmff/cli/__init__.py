@@ -104,8 +104,10 @@ def _setup_warnings(verbose: int) -> None:
 
 def _our_words(category: type, text: str) -> str:
     low = text.lower()
-    if issubclass(category, RuntimeWarning) and any(k in low for k in ("invalid value", "divide", "nan", "overflow")):
-        return "a numerical problem (NaN, division by zero or overflow) occurred; check for blank or tiny images"
+    if issubclass(category, RuntimeWarning) and any(
+        k in low for k in ("invalid", "divide", "nan", "overflow", "empty")
+    ):
+        return "a numerical problem (NaN, division by zero, empty region) occurred; check for blank or tiny images"
     if issubclass(category, DeprecationWarning | FutureWarning | PendingDeprecationWarning):
         return "a library reported a deprecation (harmless for the result)"
     return "a library reported a problem while processing the images"
@@ -138,20 +140,32 @@ def main(argv: list[str] | None = None) -> int:
 
     Every failure is one line on stderr without a traceback (``-v`` adds the traceback and the libraries' detail).
     """
+    old_term = signal.getsignal(signal.SIGTERM)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # first: a SIGTERM during the (slow) imports is handled too
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    root = logging.getLogger()
+    root_state = root.handlers[:], root.level
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("stackmff: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        root.handlers[:], root.level = root_state  # main() may be called again in one process (tests, flows)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _run(argv: list[str] | None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    old_term = signal.getsignal(signal.SIGTERM)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    import warnings
-
-    root = logging.getLogger()
-    root_state = root.handlers[:], root.level
     try:
         with warnings.catch_warnings():
             _setup_warnings(args.verbose)
@@ -161,9 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     except StackMFFError as exc:
         _report(str(exc).replace("\n", " "), args.verbose)
         return 2
-    except KeyboardInterrupt:
-        print("stackmff: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # `stackmff ... --json | head -c5`: the reader left; say nothing
         _silence_stdout()
         return 141
@@ -173,10 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         _report(_error_line(exc), args.verbose)
         return 2
-    finally:
-        root.handlers[:], root.level = root_state  # main() may be called again in one process (tests, flows)
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, old_term)
 
 
 def _report(line: str, verbose: int) -> None:
