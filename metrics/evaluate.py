@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,9 +352,9 @@ def check_table_path(path: str | os.PathLike, *, overwrite: bool = False) -> Pat
     path = Path(path)
     if path.suffix.lower() not in (".csv", ".parquet"):
         raise StackMFFError(f"table must end in .csv or .parquet, got {path.name!r}; rename the output")
-    if path.exists() and not overwrite:
-        raise StackMFFError(f"output {path} exists; pass --overwrite to replace it or choose another name")
-    return path
+    from stackmff.io import check_output_path
+
+    return check_output_path(path, overwrite=overwrite)
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -372,18 +371,13 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = 
     Raises:
         StackMFFError: unsupported extension, or the file exists and ``overwrite`` is false.
     """
+    from stackmff.io import OutputSet
+
     path = check_table_path(path, overwrite=overwrite)
-    ext = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=ext, dir=path.parent)
-    os.close(fd)
-    try:
-        if ext == ".csv":
+    with OutputSet(overwrite=overwrite) as outs:  # checked write, umask permissions, temp removed on failure
+        tmp = outs.temp(path)
+        if path.suffix.lower() == ".csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

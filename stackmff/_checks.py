@@ -10,11 +10,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["ShapeError", "StackMFFError", "check_choice", "check_shape", "check_stack"]
+__all__ = ["PartialFailure", "ShapeError", "StackMFFError", "check_choice", "check_shape", "check_stack"]
 
 
 class StackMFFError(ValueError):
     """A problem with the user's input or parameters; the message is one line with a fix hint."""
+
+
+class PartialFailure(StackMFFError):
+    """Some items of a batch (scenes of ``fuse-dataset``) failed, the others were done; ``results`` holds one
+    summary per item, failed ones with an ``"error"`` key. The message is one line listing the failures."""
+
+    def __init__(self, message: str, results: list[dict]):
+        super().__init__(message)
+        self.results = results
 
 
 class ShapeError(StackMFFError):

@@ -52,17 +52,19 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from ._checks import StackMFFError, check_choice, check_stack
 from .fusion._common import lowpass_deviation, noise_std
+
+if TYPE_CHECKING:
+    from .io import OutputSet
 
 __all__ = [
     "ALIGN_MODES",
@@ -340,28 +342,32 @@ def align_stack(
     return result
 
 
-def save_transforms(path: str | os.PathLike, result: AlignResult) -> Path:
+def save_transforms(
+    path: str | os.PathLike, result: AlignResult, *, overwrite: bool = True, outputs: OutputSet | None = None
+) -> Path:
     """Write ``result``'s transforms to a small JSON file, atomically (temp file + rename).
 
     The file holds, per layer, the 3x3 reference -> layer matrix at the input resolution, the brightness gain and
     offset and the fit score, plus mode, reference index, layer count and size. Load it with
-    :func:`load_transforms` or pass it as ``align_stack(..., transforms=path)``.
+    :func:`load_transforms` or pass it as ``align_stack(..., transforms=path)``. ``overwrite=False`` refuses an
+    existing file; with ``outputs`` the file is staged in that :class:`~stackmff.io.OutputSet` (written together
+    with the command's other outputs).
     """
-    return _write_transforms(path, result)
+    return _write_transforms(path, result, overwrite=overwrite, outputs=outputs)
 
 
-def _write_transforms(path: str | os.PathLike, result: AlignResult) -> Path:
+def _write_transforms(
+    path: str | os.PathLike, result: AlignResult, *, overwrite: bool = True, outputs: OutputSet | None = None
+) -> Path:
+    from .io import OutputSet
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result.to_dict(), f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = (json.dumps(result.to_dict(), indent=1) + "\n").encode()
+    if outputs is not None:
+        outputs.write_bytes(path, data)
+        return path
+    with OutputSet(overwrite=overwrite) as outs:
+        outs.write_bytes(path, data)
     return path
 
 

@@ -13,9 +13,12 @@ Conversion from the integer pixel types of files (uint8, uint16) happens only he
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,9 +35,13 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "CompactLayer",
     "CompactStack",
+    "OutputSet",
     "PairScene",
     "Stack",
     "StackScene",
+    "check_output_path",
+    "check_writable_folder",
+    "collect_files",
     "find_pair_scenes",
     "find_stack_scenes",
     "from_uint",
@@ -43,6 +50,7 @@ __all__ = [
     "natural_key",
     "read_image_file",
     "save_image",
+    "sweep_stale_temps",
     "to_uint",
 ]
 
@@ -198,29 +206,116 @@ def _png_bit_depth(path: Path) -> int:
     return int(head[24])
 
 
+def _png_orientation(path: Path) -> int:
+    """EXIF orientation (1..8) from a PNG's ``eXIf`` chunk before the image data, else 1."""
+    import struct
+
+    with open(path, "rb") as f:
+        f.seek(8)
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return 1
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IDAT" or kind == b"IEND":
+                return 1
+            if kind == b"eXIf":
+                exif = Image.Exif()
+                exif.load(f.read(length))
+                return int(exif.get(274, 1) or 1)
+            f.seek(length + 4, 1)
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an ``(H, W[, C])`` array as :func:`PIL.ImageOps.exif_transpose` does."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(int(orientation))
+    return np.ascontiguousarray(op(arr)) if op else arr
+
+
+@contextlib.contextmanager
+def _native_messages(path: Path):
+    """Catch what C decoders (libpng, libtiff inside OpenCV) print on file descriptor 2 while reading ``path``; our
+    own error says what is wrong, their text is logged at debug level (``-vv``)."""
+    try:
+        saved = os.dup(2)
+        sink = tempfile.TemporaryFile()
+    except OSError:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        sink.seek(0)
+        text = sink.read().decode(errors="replace").strip()
+        sink.close()
+        if text:
+            log.debug("%s: decoder said: %s", path, " | ".join(text.splitlines()))
+
+
+def _check_decoded_size(path: Path, width: int, height: int, channels: int, itemsize: int) -> None:
+    """Refuse before decoding an image whose header claims more pixels than can be held (decompression bomb)."""
+    nbytes = int(width) * int(height) * max(int(channels), 1) * max(int(itemsize), 1)
+    avail = _available_memory()
+    if width * height > Image.MAX_IMAGE_PIXELS or (avail is not None and nbytes > avail):
+        raise StackMFFError(
+            f"{path} claims {width}x{height} pixels ({nbytes / 2**30:.1f} GiB decoded), more than this machine can "
+            "hold; it is damaged or not a photo: remove it or downscale it"
+        )
+
+
 def read_image_file(path: str | os.PathLike) -> tuple[list[np.ndarray], bool]:
     """Decode one image file into integer HxW or HxWxC arrays (RGB order).
 
     Returns a list because a multi-page TIFF holds several layers, and whether an alpha channel was dropped.
-    EXIF orientation is applied. Raises :class:`StackMFFError` naming the file if it cannot be decoded.
+    EXIF orientation is applied (JPEG, PNG of 8 and 16 bits, TIFF Orientation tag). A header claiming more pixels
+    than memory holds is refused before decoding. Raises :class:`StackMFFError` naming the file if it cannot be
+    decoded.
     """
     path = Path(path)
     ext = path.suffix.lower()
     try:
         if ext in (".tif", ".tiff"):
             return _read_tiff(path)
+        if ext == ".png":
+            with open(path, "rb") as f:
+                head = f.read(26)
+            if len(head) == 26 and head[12:16] == b"IHDR":
+                w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+                _check_decoded_size(path, w, h, 4, 2 if head[24] == 16 else 1)
         if ext == ".png" and _png_bit_depth(path) == 16:
-            arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            with _native_messages(path):
+                arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if arr is None:
                 raise OSError("decoder failed")
             had_alpha = arr.ndim == 3 and arr.shape[2] == 4
             if arr.ndim == 3:
                 arr = cv2.cvtColor(arr[..., :3], cv2.COLOR_BGR2RGB)
-            return [arr], had_alpha
+            return [_orient(arr, _png_orientation(path))], had_alpha
         with Image.open(path) as im:
+            _check_decoded_size(path, im.width, im.height, len(im.getbands()), 4 if im.mode in ("I", "F") else 1)
             im.load()  # forces a full decode: truncated files raise here instead of yielding grey blocks
             im = ImageOps.exif_transpose(im)
             return [_pil_to_array(im)[0]], _pil_has_alpha(im)
+    except StackMFFError:
+        raise
+    except Image.DecompressionBombError:
+        raise StackMFFError(
+            f"{path} claims more pixels than any photo (over {2 * Image.MAX_IMAGE_PIXELS / 1e9:.0f} gigapixels); it is "
+            "damaged or not a photo: remove it"
+        ) from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, tifffile.TiffFileError, cv2.error) as exc:
         raise StackMFFError(
             f"cannot read {path}: not a valid image or truncated ({type(exc).__name__}); re-export it or remove it"
@@ -248,23 +343,30 @@ def _pil_to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
 
 
 def _read_tiff(path: Path) -> tuple[list[np.ndarray], bool]:
+    orientations: list[int] = []
     try:
         with tifffile.TiffFile(path) as tf:
+            for p in tf.pages:
+                _check_decoded_size(path, *_tiff_page_size(p))
+            orientations = [int(getattr(p.tags.get(274), "value", 1) or 1) for p in tf.pages]
             pages = [p.asarray() for p in tf.pages]
     except ValueError as exc:
         if "imagecodecs" not in str(exc):
             raise
         # LZW/JPEG/... TIFFs (what OpenCV and many cameras write) need imagecodecs in tifffile; OpenCV's libtiff
         # decodes them, all pages, 8 or 16 bit
-        ok, mats = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED)
+        with _native_messages(path):
+            ok, mats = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED)
         if not ok or not mats:
             raise OSError("decoder failed") from None
         codes = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGBA}
         pages = [cv2.cvtColor(m, codes[m.shape[2]]) if m.ndim == 3 and m.shape[2] in codes else m for m in mats]
     out: list[np.ndarray] = []
     had_alpha = False
-    for arr in pages:
+    for k, arr in enumerate(pages):
         arr = np.asarray(arr)
+        if k < len(orientations) and arr.ndim in (2, 3) and not (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
+            arr = _orient(arr, orientations[k])
         # a single page may itself hold a z-stack (Z, H, W) written by ImageJ
         if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] > 1:
             out.extend(arr[i] for i in range(arr.shape[0]))
@@ -280,16 +382,24 @@ def _read_tiff(path: Path) -> tuple[list[np.ndarray], bool]:
     return out, had_alpha
 
 
+def _tiff_page_size(page) -> tuple[int, int, int, int]:
+    """``(width, height, samples x planes, bytes per sample)`` a TIFF page claims, without decoding it."""
+    shape = tuple(int(v) for v in page.shape)
+    h, w = (shape[-3], shape[-2]) if len(shape) >= 3 and shape[-1] in (1, 3, 4) else shape[-2:]
+    rest = int(np.prod(shape)) // max(h * w, 1)
+    return w, h, rest, int(np.dtype(page.dtype).itemsize) if page.dtype is not None else 1
+
+
 def load_image(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Load one image as ``(C, H, W)`` float32 in [0, 1] and its bit depth; a multi-page TIFF gives its first page."""
     arrays, had_alpha = read_image_file(path)
     if had_alpha:
         log.warning("%s: alpha channel dropped", path)
-    img, bits = from_uint(arrays[0])
+    img, bits = from_uint(_normalise_types(arrays[:1], [Path(path).name])[0])
     return (img[None] if img.ndim == 2 else img.transpose(2, 0, 1)).copy(), bits
 
 
-def _collect_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+def collect_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not items:
         raise StackMFFError("no input given; pass a folder of images or at least two image files")
@@ -365,7 +475,7 @@ def load_stack(
     """
     if color not in ("auto", "rgb", "gray"):
         raise StackMFFError(f"color must be one of auto, rgb, gray; got {color!r}")
-    files = _collect_files(inputs)
+    files = collect_files(inputs)
     layers: list[np.ndarray] = []
     paths: list[Path] = []
     bits = 8
@@ -379,6 +489,7 @@ def load_stack(
             paths.append(f)
     if alpha_files:
         log.warning("alpha channel dropped from %d layer(s): %s", len(alpha_files), ", ".join(alpha_files))
+    layers = _normalise_types(layers, [p.name for p in paths])
     if len(layers) < min_layers:
         raise StackMFFError(
             f"a focal stack needs at least {min_layers} layers, found {len(layers)} in {files[0].parent}; "
@@ -404,6 +515,67 @@ def load_stack(
         bits = max(bits, _into_float(arr, out[i], rgb=want_rgb))
         layers[i] = None  # type: ignore[call-overload]  # release the decoded layer as soon as it is converted
     return Stack(images=out, paths=paths, bit_depth=bits)
+
+
+def _normalise_types(layers: list[np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
+    """Bring every layer to a type whose range is known (uint8, uint16, float32 in [0, 1]), deciding the range once
+    for the whole stack and saying so, so that no layer is silently blacked out, whitened or saturated.
+
+    - float: NaN/inf are refused (naming the file); values within [0, 1] are read as they are, up to 255 as 0..255
+      data, up to 65535 as 0..65535 (16-bit) data; larger values are refused; negative values are clipped to 0.
+    - integers wider than 16 bits: kept as 16-bit data when the stack's maximum fits, else scaled down from the
+      smallest bit depth that holds the maximum (e.g. 20-bit camera data) to 16 bits; negative values clipped.
+    """
+    floats = [i for i, a in enumerate(layers) if np.issubdtype(a.dtype, np.floating)]
+    wide = [i for i, a in enumerate(layers) if np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize > 2]
+    wide += [i for i, a in enumerate(layers) if a.dtype in (np.int8, np.int16)]
+    if not floats and not wide:
+        return layers
+    for i in floats:
+        bad = int(np.count_nonzero(~np.isfinite(layers[i])))
+        if bad:
+            raise StackMFFError(
+                f"{names[i]} has {bad} NaN or infinite pixel(s) of {layers[i].size}; replace them (e.g. with 0) "
+                "or remove the layer"
+            )
+    out = list(layers)
+    negative: list[str] = []
+    if floats:
+        top = max(float(layers[i].max(initial=0.0)) for i in floats)
+        if top > 65535:
+            raise StackMFFError(
+                f"float pixels go up to {top:g} in {names[floats[0]]}; expected 0..1, 0..255 or 0..65535 data: "
+                "rescale the images"
+            )
+        scale = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+        if scale != 1.0:
+            log.warning("float layers hold values up to %g: read as 0..%d data", top, int(scale))
+        for i in floats:
+            a = layers[i]
+            if float(a.min(initial=0.0)) < 0:
+                negative.append(names[i])
+            if scale == 65535.0:
+                out[i] = np.rint(np.clip(a, 0, 65535)).astype(np.uint16)
+            elif scale == 255.0:
+                out[i] = np.clip(a.astype(np.float32) / np.float32(255.0), 0.0, 1.0)
+            else:
+                out[i] = np.clip(a.astype(np.float32, copy=False), 0.0, 1.0)
+    if wide:
+        top = max(int(layers[i].max(initial=0)) for i in wide)
+        bits = max(16, top.bit_length())
+        if bits > 16:
+            log.warning("integer pixels go up to %d: read as %d-bit data, scaled to 16 bits", top, bits)
+        for i in wide:
+            a = layers[i]
+            if int(a.min(initial=0)) < 0:
+                negative.append(names[i])
+            a = np.clip(a, 0, None)
+            if bits > 16:
+                a = np.rint(a.astype(np.float64) * (65535.0 / (2**bits - 1)))
+            out[i] = a.astype(np.uint16)
+    if negative:
+        log.warning("negative pixel values clipped to 0 in %d layer(s): %s", len(negative), ", ".join(negative[:5]))
+    return out
 
 
 def _integer_source(arr: np.ndarray) -> tuple[np.ndarray, float, int]:
@@ -455,14 +627,17 @@ def save_image(
     bit_depth: int = 8,
     overwrite: bool = False,
     quality: int = 95,
+    outputs: OutputSet | None = None,
 ) -> Path:
     """Write a ``(C, H, W)`` or ``(H, W)`` float image in [0, 1] atomically (temp file in the same folder + rename).
 
     PNG and TIFF keep 16-bit data; JPEG, BMP and WebP are 8-bit (16-bit requests are reduced with a warning).
-    The parent folder is created. An existing file is refused unless ``overwrite``.
+    The image is encoded in memory and written with checked writes (a full disk raises, no truncated file is left).
+    The parent folder is created. An existing file is refused unless ``overwrite``. With ``outputs`` the file is
+    staged in that :class:`OutputSet` and appears only when the set is committed (with the command's other files).
 
     Raises:
-        StackMFFError: unknown extension, or the file exists and ``overwrite`` is false.
+        StackMFFError: unknown extension, the file exists and ``overwrite`` is false, or the encoder failed.
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -480,26 +655,238 @@ def save_image(
         arr = arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
     if np.issubdtype(arr.dtype, np.floating):
         arr = to_uint(arr, bit_depth)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=ext, dir=path.parent)
-    os.close(fd)
-    try:
-        if ext in (".tif", ".tiff"):
-            tifffile.imwrite(tmp, arr, photometric="rgb" if arr.ndim == 3 else "minisblack", compression="zlib")
-        else:
-            bgr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else arr
-            params: list[int] = []
-            if ext in (".jpg", ".jpeg"):
-                params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
-            elif ext == ".webp":
-                params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
-            if not cv2.imwrite(tmp, bgr, params):
-                raise StackMFFError(f"could not encode {path}; check the extension and free disk space")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = _encode(arr, ext, quality, path)
+    if outputs is not None:
+        outputs.write_bytes(path, data)
+        return path
+    with OutputSet(overwrite=overwrite) as outs:
+        outs.write_bytes(path, data)
     return path
+
+
+def _encode(arr: np.ndarray, ext: str, quality: int, path: Path) -> bytes | memoryview:
+    """The file bytes of an ``(H, W)`` / ``(H, W, 3)`` uint8/uint16 RGB array for extension ``ext``."""
+    if ext in (".tif", ".tiff"):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, arr, photometric="rgb" if arr.ndim == 3 else "minisblack", compression="zlib")
+        return buf.getbuffer()
+    bgr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else arr
+    params: list[int] = []
+    if ext in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    elif ext == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
+    ok, buf = cv2.imencode(ext, bgr, params)
+    if not ok or buf is None or buf.size == 0:
+        raise StackMFFError(f"could not encode {path} as {ext}; choose .png or .tif")
+    return memoryview(buf.reshape(-1))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Output files: temp file in the same folder, checked write, exclusive rename; all files of a command together
+# --------------------------------------------------------------------------------------------------------------
+
+TEMP_SUFFIX = ".stackmff-tmp"
+_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[^.]+" + re.escape(TEMP_SUFFIX) + r"$")
+_LEGACY_TEMP_RE = re.compile(r"^\..+\.tmp(\d+)$")  # `.last.pt.tmp<PID>` of earlier versions
+
+
+def _file_mode() -> int:
+    """``0o666`` less the process umask: what ``open()`` would give a new file (``mkstemp`` gives 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but is not ours
+        return True
+    return True
+
+
+def sweep_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove temp files of our naming left in ``folder`` by a killed run (their process no longer exists)."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        m = _TEMP_RE.match(e.name) or _LEGACY_TEMP_RE.match(e.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            try:
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+            except OSError:
+                pass
+    if removed:
+        log.info("removed %d stale temp file(s) of an interrupted run in %s", len(removed), folder)
+    return removed
+
+
+def check_output_path(path: str | os.PathLike, *, overwrite: bool = False, inputs: Iterable[Path] = ()) -> Path:
+    """Refuse, before any work, an output path that cannot be written: an existing folder, an existing file without
+    ``overwrite``, one of the ``inputs``, a parent that is a file, or a folder we may not create files in.
+
+    Raises:
+        StackMFFError: one line naming the path and the fix.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise StackMFFError(f"output {path} is a folder; give a file name such as {path / 'fused.png'}")
+    real = path.resolve()
+    for p in inputs:
+        if Path(p).resolve() == real:
+            raise StackMFFError(f"output {path} is one of the inputs; choose another output name")
+    if path.exists() and not overwrite:
+        raise StackMFFError(f"output {path} exists; pass --overwrite to replace it or choose another name")
+    check_writable_folder(path.parent, f"output {path}")
+    return path
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
+    """Refuse a ``folder`` (existing or to be created) that cannot take our files: its nearest existing ancestor
+    must be a folder in which we can create a file (probed with a temp file, removed at once)."""
+    probe = Path(folder) if str(folder) else Path(".")
+    while not probe.exists():
+        if probe.is_symlink() or probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise StackMFFError(f"cannot write {what}: {probe} is a file, not a folder; choose another path")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".probe.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise StackMFFError(
+            f"cannot write {what}: {probe} does not accept new files ({why}); choose a folder you can write to"
+        ) from None
+
+
+class OutputSet:
+    """The output files of one command, written all together or not at all.
+
+    Each file is written to a temp file in its own folder (``.<name>.<pid>.<random>.stackmff-tmp``, created with the
+    umask's permissions); :meth:`commit` then gives every file its final name, exclusively unless ``overwrite`` (a
+    file that appeared meanwhile, e.g. from a concurrent run, is refused rather than replaced). Any failure, an
+    exception or a signal (SIGINT, and SIGTERM through the CLI) removes the temp files and the files this set had
+    already renamed. Stale temp files of killed runs are swept from the folders written to.
+
+    Use as a context manager (commits on success)::
+
+        with OutputSet(overwrite=False) as outs:
+            outs.write_bytes(path_a, data)
+            torch.save(obj, outs.temp(path_b))
+    """
+
+    def __init__(self, *, overwrite: bool = False) -> None:
+        self.overwrite = overwrite
+        self._staged: list[tuple[Path, Path]] = []
+        self._swept: set[Path] = set()
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+    def temp(self, final: str | os.PathLike) -> Path:
+        """A new empty temp file standing in for ``final`` (refused now if ``final`` exists without overwrite)."""
+        final = Path(final)
+        if final.is_dir():
+            raise StackMFFError(f"output {final} is a folder; give a file name")
+        if final.exists() and not self.overwrite:
+            raise StackMFFError(f"output {final} exists; pass --overwrite to replace it or choose another name")
+        if any(f == final for _, f in self._staged):
+            raise StackMFFError(f"two outputs of this command are both {final}; give them different names")
+        parent = final.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        if parent not in self._swept:
+            self._swept.add(parent)
+            sweep_stale_temps(parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=parent)
+        try:
+            os.fchmod(fd, _file_mode())
+        finally:
+            os.close(fd)
+        self._staged.append((Path(tmp), final))
+        return Path(tmp)
+
+    def write_bytes(self, final: str | os.PathLike, data: bytes | memoryview) -> Path:
+        """Write ``data`` for ``final``; write errors (disk full, quota) raise instead of leaving a short file."""
+        tmp = self.temp(final)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            self.discard()
+            raise StackMFFError(
+                f"could not write {final}: {exc.strerror or type(exc).__name__}; free disk space or choose another "
+                "folder (nothing was written)"
+            ) from None
+        if tmp.stat().st_size != len(data):
+            raise StackMFFError(f"writing {final} stopped short (disk full?); free disk space and rerun")
+        return tmp
+
+    def discard(self) -> None:
+        """Remove every temp file not yet committed."""
+        for tmp, _ in self._staged:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        self._staged.clear()
+
+    def commit(self) -> list[Path]:
+        """Give every staged file its final name; on any failure nothing of this set remains."""
+        created: list[Path] = []
+        try:
+            for tmp, final in self._staged:
+                if self.overwrite:
+                    if final.is_dir():
+                        raise StackMFFError(f"output {final} is a folder; give a file name")
+                    existed = final.exists()
+                    os.replace(tmp, final)
+                    if not existed:
+                        created.append(final)
+                    continue
+                try:
+                    os.link(tmp, final)  # fails if the name exists: exclusive creation
+                except FileExistsError:
+                    raise StackMFFError(
+                        f"output {final} appeared while this run was working (another run?); "
+                        "pass --overwrite to replace it or choose another name"
+                    ) from None
+                except OSError:  # a file system without hard links: claim the name, then rename onto it
+                    fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    os.close(fd)
+                    created.append(final)
+                    os.replace(tmp, final)
+                    continue
+                created.append(final)
+                tmp.unlink()
+        except BaseException:
+            for f in created:
+                try:
+                    f.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            self.discard()
+            raise
+        done = [final for _, final in self._staged]
+        self._staged.clear()
+        return done
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -211,9 +211,12 @@ def test_fuse_dataset_index_maps_alignment_frame_and_no_silent_overwrite(tmp_pat
     assert (outdir / "Toy" / "index_maps" / "s1_preview.png").is_file()
     before = (outdir / "Toy" / "s1.png").read_bytes()
     capsys.readouterr()
-    _fails_cleanly(capsys, [*argv, "--align", "none"], "--overwrite")
+    # a rerun resumes: the finished scene is skipped, not overwritten and not refused
+    assert main([*argv, "--align", "none"]) == 0
+    assert "skipped 1 finished" in capsys.readouterr().err
     assert (outdir / "Toy" / "s1.png").read_bytes() == before
     assert main([*argv, "--align", "none", "--overwrite"]) == 0
+    assert (outdir / "Toy" / "s1.png").read_bytes() != before  # --overwrite redid it (now without alignment)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("stackmff.align") is None, reason="stackmff.align not written yet")

@@ -29,8 +29,18 @@ def add_alignment_options(g: argparse._ArgumentGroup, *, per_stack: bool = True)
     g.add_argument("--drop-failed", action="store_true", help="leave out layers whose alignment failed")
     if per_stack:
         g.add_argument(
-            "--align-reference", type=int, metavar="K", help="reference layer index (default: chosen from content)"
+            "--align-reference", type=_layer_index, metavar="K", help="reference layer index (default: chosen from content)"
         )
+
+
+def _layer_index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a layer index such as 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a layer index >= 0 (the first layer is 0), got {value}")
+    return value
 
 
 def alignment_options(args: argparse.Namespace) -> dict:
@@ -82,27 +92,36 @@ def _layer_names(paths: list[Path], n: int, ext: str) -> list[str]:
 
 def _cmd_align(args: argparse.Namespace) -> int:
     from ..align import align_stack, save_transforms
-    from ..io import IMAGE_EXTENSIONS, load_stack, save_image
+    from ..io import IMAGE_EXTENSIONS, OutputSet, check_output_path, collect_files, load_stack, save_image
 
     ext = args.ext if args.ext.startswith(".") else "." + args.ext
     if ext.lower() not in IMAGE_EXTENSIONS:
         raise StackMFFError(f"--ext must be an image extension such as .png or .tif, got {args.ext!r}")
     out = Path(args.output)
-    stack = load_stack(args.inputs)
-    names = _layer_names(list(stack.paths), stack.n, ext)
-    targets = [out / nm for nm in names] + [out / TRANSFORMS_NAME]
-    if not args.overwrite:
-        for t in targets:
-            if t.exists():
-                raise StackMFFError(f"output {t} exists; pass --overwrite to replace it or choose another OUTDIR")
+    if out.exists() and not out.is_dir():
+        raise StackMFFError(f"OUTDIR {out} is a file; -o takes a folder for the aligned layers")
+    files = collect_files(args.inputs)
     opts = alignment_options(args)
     save_to = opts.pop("save_transforms", None)
+    for p in [out / TRANSFORMS_NAME] + ([Path(save_to)] if save_to else []):
+        check_output_path(p, overwrite=args.overwrite, inputs=files)
+    stack = load_stack(files)
+    names = _layer_names(list(stack.paths), stack.n, ext)
+    targets = [out / nm for nm in names] + [out / TRANSFORMS_NAME]
+    for t in targets:
+        check_output_path(t, overwrite=args.overwrite, inputs=files)
+    # layers an earlier run into this folder wrote (it has our transforms file) that this run will not rewrite
+    stale = _stale_layers(out, set(names), files) if args.overwrite and (out / TRANSFORMS_NAME).is_file() else []
     res = align_stack(stack.images, mode=args.mode, match_brightness=not args.no_brightness, **opts)
-    for o, i in enumerate(res.kept):
-        save_image(out / names[i], res.images[o], bit_depth=stack.bit_depth, overwrite=args.overwrite)
-    save_transforms(out / TRANSFORMS_NAME, res)
-    if save_to:
-        save_transforms(save_to, res)
+    with OutputSet(overwrite=args.overwrite) as outs:  # every layer and the transforms, or nothing
+        for o, i in enumerate(res.kept):
+            save_image(out / names[i], res.images[o], bit_depth=stack.bit_depth, overwrite=args.overwrite, outputs=outs)
+        save_transforms(out / TRANSFORMS_NAME, res, outputs=outs)
+        if save_to:
+            save_transforms(save_to, res, outputs=outs)
+    dropped = {out / names[i] for i in range(stack.n)} - {out / names[i] for i in res.kept}
+    for p in [*stale, *(d for d in dropped if d.is_file())]:
+        p.unlink(missing_ok=True)
     summary = res.summary()
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
@@ -113,3 +132,14 @@ def _cmd_align(args: argparse.Namespace) -> int:
         )
         print(f"wrote {len(res.kept)} layers to {out} ({what}, {res.seconds:.2f} s)", file=sys.stderr)
     return 0
+
+
+def _stale_layers(out: Path, names: set[str], inputs: list[Path]) -> list[Path]:
+    from ..io import IMAGE_EXTENSIONS
+
+    keep = {p.resolve() for p in inputs}
+    return [
+        p
+        for p in out.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and p.name not in names and p.resolve() not in keep
+    ]

@@ -29,19 +29,43 @@ def _parse_options(pairs: list[str] | None) -> dict:
         if "=" not in item:
             raise StackMFFError(f"--option must look like KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        opts[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        key = key.strip().replace("-", "_")
+        if not key:
+            raise StackMFFError(f"--option must look like KEY=VALUE, got {item!r}")
+        try:
+            opts[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise StackMFFError(f"cannot read the value of -O {item!r}; quote text or write a plain number") from None
     return opts
 
 
 def _method_options(args: argparse.Namespace) -> dict:
+    """The ``-O`` options plus --weights/--device/--memory-budget, checked against the method before any work."""
+    from ..fusion import get_fusion_method
+
+    fm = get_fusion_method(args.method)
     opts = _parse_options(args.option)
-    if getattr(args, "weights", None):
-        opts["weights"] = args.weights
-    if getattr(args, "device", None):
-        opts["device"] = args.device
-    if getattr(args, "memory_budget", None):
-        opts["memory_budget_mb"] = args.memory_budget
-    return opts
+    for flag, key in (("weights", "weights"), ("device", "device"), ("memory_budget", "memory_budget_mb")):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if key not in fm.option_names():
+            raise StackMFFError(
+                f"--{flag.replace('_', '-')} applies to the learned methods only; {args.method} does not use it "
+                "(drop it, or choose --method stackmff_v3)"
+            )
+        opts[key] = value
+    return fm.check_options(opts)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
 
 
 def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
@@ -62,7 +86,9 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
     add_alignment_options(a, per_stack=single)
     perf = p.add_argument_group("performance")
     perf.add_argument("--device", help="torch device for learned methods (default: cuda if available, else cpu)")
-    perf.add_argument("--memory-budget", type=int, metavar="MB", help="memory budget for learned methods in MB")
+    perf.add_argument(
+        "--memory-budget", type=_positive_int, metavar="MB", help="memory budget for learned methods in MB"
+    )
     o = p.add_argument_group("output")
     o.add_argument("--overwrite", action="store_true", help="replace existing output files")
     o.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
@@ -148,26 +174,35 @@ def _cmd_fuse_pairs(args: argparse.Namespace) -> int:
 
 
 def _cmd_fuse_many(args: argparse.Namespace, run) -> int:
-    """``fuse-dataset`` / ``fuse-pairs``: ``run`` is :func:`fuse_dataset` or :func:`fuse_pairs`."""
+    """``fuse-dataset`` / ``fuse-pairs``: ``run`` is :func:`fuse_dataset` or :func:`fuse_pairs`. Finished scenes
+    are skipped (resume), failed ones are listed in one line at the end (exit 2) after the others were fused."""
+    from .._checks import PartialFailure
     from .align import alignment_options
 
-    summaries = run(
-        args.root,
-        args.output,
-        args.method,
-        datasets=args.datasets,
-        ext=args.ext,
-        overwrite=args.overwrite,
-        align=args.align,
-        index_maps=args.index_maps,
-        progress=not args.no_progress,
-        method_options=_method_options(args),
-        align_options=alignment_options(args),
-    )
+    try:
+        summaries = run(
+            args.root,
+            args.output,
+            args.method,
+            datasets=args.datasets,
+            ext=args.ext,
+            overwrite=args.overwrite,
+            align=args.align,
+            index_maps=args.index_maps,
+            progress=not args.no_progress,
+            method_options=_method_options(args),
+            align_options=alignment_options(args),
+        )
+    except PartialFailure as exc:
+        _emit(args, exc.results)
+        raise
     _emit(args, summaries)
     if not args.json:
-        seconds = sum(s["seconds"] for s in summaries)
-        print(f"fused {len(summaries)} scenes into {args.output} ({args.method}, {seconds:.1f} s)", file=sys.stderr)
+        done = [s for s in summaries if not s.get("skipped")]
+        seconds = sum(s["seconds"] for s in done)
+        skipped = len(summaries) - len(done)
+        note = f"; skipped {skipped} finished (--overwrite redoes them)" if skipped else ""
+        print(f"fused {len(done)} scenes into {args.output} ({args.method}, {seconds:.1f} s){note}", file=sys.stderr)
     return 0
 
 

@@ -8,8 +8,13 @@ iterate :func:`list_methods`, so a new method is automatically exposed, benchmar
 from __future__ import annotations
 
 import importlib
+import inspect
+import math
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -50,9 +55,72 @@ class FusionMethod:
     fn: Callable[..., FusionResult]
     learned: bool = False
     ordered: bool = False  # True when the method assumes layers in focus order (e.g. V3-star)
+    check: Callable[[dict], None] | None = None  # method-specific checks of options (device, weights ...)
 
     def __call__(self, stack: np.ndarray, **options) -> FusionResult:
         return self.fn(stack, **options)
+
+    def option_names(self) -> list[str]:
+        """The keyword options the method takes (what ``-O KEY=VALUE`` may set)."""
+        params = list(inspect.signature(self.fn).parameters.values())[1:]
+        return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+    def check_options(self, options: dict) -> dict:
+        """Validate ``options`` against the method's signature before any work; return them with their types.
+
+        Unknown names, values of the wrong type (``half_res=notabool``, ``tile=abc``), values outside a ``Literal``,
+        negative or non-finite numbers are refused, then the method's own ``check`` runs (e.g. device, weights).
+
+        Raises:
+            StackMFFError: one line naming the option, the value and what is expected.
+        """
+        names = self.option_names()
+        hints = typing.get_type_hints(self.fn)
+        out = {}
+        for key, value in options.items():
+            if key not in names:
+                raise StackMFFError(
+                    f"method {self.name} has no option {key!r}; its options are: {', '.join(names) or 'none'}"
+                )
+            out[key] = _coerce_option(self.name, key, value, hints.get(key))
+        if self.check is not None:
+            self.check(out)
+        return out
+
+
+def _coerce_option(method: str, key: str, value, hint) -> object:
+    """``value`` (as YAML parsed it) converted to the annotated type ``hint``, or a one-line error."""
+    args = typing.get_args(hint)
+    allowed = [a for a in args if a is not type(None)] if args and typing.get_origin(hint) is not Literal else [hint]
+    if value is None and (type(None) in args or hint is None):
+        return None
+    for t in allowed:
+        if typing.get_origin(t) is Literal:
+            if value in typing.get_args(t):
+                return value
+            continue
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise StackMFFError(f"option {key} of {method} must be >= 0, got {value}")
+            return value
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or value < 0:
+                raise StackMFFError(f"option {key} of {method} must be a finite number >= 0, got {value}")
+            return float(value)
+        if t in (str, Path) and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    want = " or ".join(_type_name(t) for t in allowed) + (" or null" if type(None) in args else "")
+    raise StackMFFError(f"option {key} of {method} must be {want}, got {value!r} (see the method's docstring)")
+
+
+def _type_name(t) -> str:
+    if typing.get_origin(t) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(t)))
+    return {bool: "true/false", int: "an integer", float: "a number", str: "text", Path: "a path"}.get(
+        t, getattr(t, "__name__", str(t))
+    )
 
 
 _REGISTRY: dict[str, FusionMethod] = {}
@@ -68,13 +136,24 @@ _METHOD_MODULES = (
 _loaded = False
 
 
-def register_method(name: str, description: str, *, learned: bool = False, ordered: bool = False):
-    """Decorator registering ``fn`` under ``name``. Registering a name twice raises ``ValueError``."""
+def register_method(
+    name: str,
+    description: str,
+    *,
+    learned: bool = False,
+    ordered: bool = False,
+    check: Callable[[dict], None] | None = None,
+):
+    """Decorator registering ``fn`` under ``name``. Registering a name twice raises ``ValueError``.
+
+    ``check(options)`` (optional) validates option values that need the method's knowledge (a device, a weights
+    file) before any image is loaded; it raises :class:`StackMFFError`.
+    """
 
     def deco(fn: Callable[..., FusionResult]) -> Callable[..., FusionResult]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"fusion method {name!r} is already registered")
-        _REGISTRY[name] = FusionMethod(name, description, fn, learned, ordered)
+        _REGISTRY[name] = FusionMethod(name, description, fn, learned, ordered, check)
         return fn
 
     return deco

@@ -5,17 +5,37 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .._checks import StackMFFError
-from ..io import Stack, find_pair_scenes, find_stack_scenes, load_stack, save_image
+from .._checks import PartialFailure, StackMFFError
+from ..io import (
+    IMAGE_EXTENSIONS,
+    OutputSet,
+    Stack,
+    check_output_path,
+    check_writable_folder,
+    collect_files,
+    find_pair_scenes,
+    find_stack_scenes,
+    load_stack,
+    save_image,
+)
 from . import DEFAULT_METHOD
 from .registry import FusionResult, get_fusion_method
 
-__all__ = ["fuse_dataset", "fuse_loaded", "fuse_pairs", "fuse_to_file", "save_index_map"]
+__all__ = [
+    "check_outputs",
+    "fuse_dataset",
+    "fuse_loaded",
+    "fuse_pairs",
+    "fuse_to_file",
+    "planned_outputs",
+    "save_index_map",
+]
 
 log = logging.getLogger("stackmff")
 
@@ -27,40 +47,90 @@ def fuse_loaded(
     align: str = "none",
     method_options: dict | None = None,
     align_options: dict | None = None,
+    outputs: OutputSet | None = None,
 ) -> tuple[FusionResult, dict]:
-    """Align (optionally) and fuse a loaded stack. Returns the result and a dict of timings/diagnostics."""
+    """Align (optionally) and fuse a loaded stack. Returns the result and a dict of timings/diagnostics.
+
+    An ``align_options["save_transforms"]`` file is staged in ``outputs`` when given (written with the command's
+    other files, honouring its ``overwrite``), else written at once.
+    """
     fm = get_fusion_method(method)  # fail on a bad name before any work
     info: dict = {}
     images = stack.images
     if align != "none":
-        from ..align import align_stack  # imported lazily: OpenCV registration is not needed for registered stacks
+        from ..align import align_stack, save_transforms  # lazily: registration is not needed for registered stacks
 
+        opts = dict(align_options or {})
+        save_to = opts.pop("save_transforms", None)
         t0 = time.perf_counter()
-        aligned = align_stack(images, mode=align, **(align_options or {}))
+        aligned = align_stack(images, mode=align, **opts)
         images = aligned.images
         info["align_seconds"] = round(time.perf_counter() - t0, 4)
         info["align"] = aligned.summary()
+        if save_to is not None:
+            save_transforms(save_to, aligned, outputs=outputs)
     t0 = time.perf_counter()
     result = fm(images, **(method_options or {}))
     info["fuse_seconds"] = round(time.perf_counter() - t0, 4)
     return result, info
 
 
-def save_index_map(path: str | Path, index_map: np.ndarray, n_layers: int, *, overwrite: bool = False) -> list[Path]:
-    """Write an index map as a 16-bit PNG (exact layer numbers) plus a colour-mapped ``*_preview.png``."""
+def _index_map_paths(path: str | Path) -> tuple[Path, Path]:
     path = Path(path)
     if path.suffix.lower() != ".png":
         path = path.with_suffix(".png")
-    preview = path.with_name(path.stem + "_preview.png")
+    return path, path.with_name(path.stem + "_preview.png")
+
+
+def save_index_map(
+    path: str | Path,
+    index_map: np.ndarray,
+    n_layers: int,
+    *,
+    overwrite: bool = False,
+    outputs: OutputSet | None = None,
+) -> list[Path]:
+    """Write an index map as a 16-bit PNG (exact layer numbers) plus a colour-mapped ``*_preview.png``, both or
+    neither (staged in ``outputs`` when given)."""
+    path, preview = _index_map_paths(path)
     for p in (path, preview):
         if p.exists() and not overwrite:
             raise StackMFFError(f"output {p} exists; pass --overwrite to replace it or choose another name")
     idx = np.asarray(index_map).astype(np.uint16)
-    save_image(path, idx, bit_depth=16, overwrite=overwrite)
     scaled = (idx.astype(np.float32) * (255.0 / max(n_layers - 1, 1))).astype(np.uint8)
     colour = cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)[..., ::-1]  # BGR -> RGB
-    save_image(preview, colour.transpose(2, 0, 1).astype(np.float32) / 255.0, overwrite=overwrite)
+    with nullcontext(outputs) if outputs is not None else OutputSet(overwrite=overwrite) as outs:
+        save_image(path, idx, bit_depth=16, overwrite=overwrite, outputs=outs)
+        save_image(preview, colour.transpose(2, 0, 1).astype(np.float32) / 255.0, overwrite=overwrite, outputs=outs)
     return [path, preview]
+
+
+def planned_outputs(
+    output: str | Path, *, index_map: str | Path | None = None, save_transforms: str | Path | None = None
+) -> list[Path]:
+    """Every file ``fuse_to_file`` may write for these arguments (index map + preview, transforms)."""
+    paths = [Path(output)]
+    if index_map is not None:
+        paths += list(_index_map_paths(index_map))
+    if save_transforms is not None:
+        paths.append(Path(save_transforms))
+    return paths
+
+
+def check_outputs(paths: Sequence[Path], *, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
+    """Refuse, before any work, outputs that cannot be written, clash with each other or with an input."""
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        real = Path(p).resolve()
+        if real in seen:
+            raise StackMFFError(f"two outputs are both {p} ({seen[real]}); give them different names")
+        seen[real] = Path(p)
+        check_output_path(p, overwrite=overwrite, inputs=inputs)
+    image = Path(paths[0])
+    if image.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise StackMFFError(
+            f"output {image} has unknown extension {image.suffix or '(none)'}; use .png, .jpg, .tif, .bmp or .webp"
+        )
 
 
 def fuse_to_file(
@@ -77,30 +147,37 @@ def fuse_to_file(
 ) -> dict:
     """Fuse the images ``inputs`` (folder or files) into ``output``; returns a JSON-able summary.
 
-    Nothing is written unless fusion succeeds; existing outputs are refused unless ``overwrite``.
+    Everything checkable from the arguments (output paths, method options, weights, device) is checked before the
+    images are loaded. The fused image, the index map + preview and the transforms file (``align_options``
+    ``save_transforms``) are written together or not at all; existing outputs are refused unless ``overwrite``.
     """
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise StackMFFError(f"output {output} exists; pass --overwrite to replace it or choose another name")
-    if index_map is not None and not overwrite:  # refuse before anything is written, not after the fused image
-        imap = Path(index_map).with_suffix(".png")
-        for p in (imap, imap.with_name(imap.stem + "_preview.png")):
-            if p.exists():
-                raise StackMFFError(f"output {p} exists; pass --overwrite to replace it or choose another name")
     fm = get_fusion_method(method)
+    save_to = (align_options or {}).get("save_transforms") if align != "none" else None
+    files = collect_files(inputs)
+    check_outputs(
+        planned_outputs(output, index_map=index_map, save_transforms=save_to), overwrite=overwrite, inputs=files
+    )
+    method_options = fm.check_options(method_options or {})
     t0 = time.perf_counter()
     # the learned methods read the stack region by region: keep the decoded 8/16-bit pixels (4x/2x less memory)
-    stack = load_stack(inputs, compact=fm.learned)
+    stack = load_stack(files, compact=fm.learned)
     t_load = time.perf_counter() - t0
-    result, info = fuse_loaded(stack, method, align=align, method_options=method_options, align_options=align_options)
-    bits = bit_depth or stack.bit_depth
-    save_image(output, result.image, bit_depth=bits, overwrite=overwrite)
-    written = [str(output)]
-    if index_map is not None:
-        if result.index_map is None:
-            log.warning("method %s has no index map; --index-map ignored", method)
-        else:
-            written += [str(p) for p in save_index_map(index_map, result.index_map, stack.n, overwrite=overwrite)]
+    with OutputSet(overwrite=overwrite) as outs:
+        result, info = fuse_loaded(
+            stack, method, align=align, method_options=method_options, align_options=align_options, outputs=outs
+        )
+        bits = bit_depth or stack.bit_depth
+        save_image(output, result.image, bit_depth=bits, overwrite=overwrite, outputs=outs)
+        written = [str(output)]
+        if index_map is not None:
+            if result.index_map is None:
+                log.warning("method %s has no index map; --index-map ignored", method)
+            else:
+                maps = save_index_map(index_map, result.index_map, stack.n, overwrite=overwrite, outputs=outs)
+                written += [str(p) for p in maps]
+        if save_to is not None:
+            written.append(str(save_to))
     h, w = stack.size
     return {
         "inputs": [str(p) for p in dict.fromkeys(stack.paths)],
@@ -143,6 +220,8 @@ def fuse_dataset(
 
     With ``index_maps`` the index maps go to ``<outdir>/<dataset>/index_maps/<scene>.png``. ``align_options`` are
     :func:`stackmff.align.align_stack` keywords applied to every stack (e.g. ``frame``, ``drop_failed``).
+    Finished scenes are skipped unless ``overwrite``; a failed scene does not stop the others (see
+    :class:`~stackmff._checks.PartialFailure`).
     """
     scenes = [(sc.dataset, sc.scene, sc.stack_dir) for sc in find_stack_scenes(root, datasets)]
     return _fuse_many(
@@ -204,20 +283,54 @@ def _fuse_many(
     align_options: dict | None,
 ) -> list[dict]:
     """Fuse ``(dataset, scene, inputs)`` into ``<outdir>/<dataset>/<scene><ext>`` (index maps in
-    ``<outdir>/<dataset>/index_maps/``) with one progress bar."""
-    get_fusion_method(method)  # an unknown method fails before the first stack
-    summaries = []
+    ``<outdir>/<dataset>/index_maps/``) with one progress bar.
+
+    A scene whose outputs all exist is skipped unless ``overwrite`` (so an interrupted run resumes where it
+    stopped); its summary says ``"skipped": true``. A scene that fails (unreadable layer, too few layers ...) does
+    not stop the others: after the last scene :class:`PartialFailure` lists every failed scene.
+    """
+    fm = get_fusion_method(method)  # an unknown method or bad options fail before the first stack
+    method_options = fm.check_options(method_options or {})
+    ext = ext if ext.startswith(".") else "." + ext
+    if ext.lower() not in IMAGE_EXTENSIONS:
+        raise StackMFFError(f"--ext must be an image extension such as .png or .tif, got {ext!r}")
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise StackMFFError(f"OUTDIR {outdir} is a file; -o takes a folder for the fused images")
+    check_writable_folder(outdir, f"OUTDIR {outdir}")
+    summaries: list[dict] = []
     for dataset, scene, inputs in _progress(scenes, f"fuse {method}", progress):
-        folder = Path(outdir) / dataset
-        s = fuse_to_file(
-            inputs,
-            folder / f"{scene}{ext}",
-            method,
-            index_map=folder / "index_maps" / f"{scene}.png" if index_maps else None,
-            overwrite=overwrite,
-            align=align,
-            method_options=method_options,
-            align_options=align_options,
-        )
+        folder = outdir / dataset
+        target = folder / f"{scene}{ext}"
+        imap = folder / "index_maps" / f"{scene}.png" if index_maps else None
+        if not overwrite and target.is_file():  # written with its index map in one go: the scene is finished
+            summaries.append({"dataset": dataset, "scene": scene, "skipped": True, "outputs": [str(target)]})
+            continue
+        try:
+            s = fuse_to_file(
+                inputs,
+                target,
+                method,
+                index_map=imap,
+                overwrite=overwrite,
+                align=align,
+                method_options=method_options,
+                align_options=align_options,
+            )
+        except (StackMFFError, OSError, MemoryError) as exc:
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            log.debug("%s/%s failed: %s", dataset, scene, msg)
+            summaries.append({"dataset": dataset, "scene": scene, "error": msg})
+            continue
         summaries.append({"dataset": dataset, "scene": scene, **s})
+    failed = [s for s in summaries if "error" in s]
+    if failed:
+        done = sum(1 for s in summaries if "error" not in s)
+        listed = "; ".join(f"{s['dataset']}/{s['scene']}: {s['error']}" for s in failed[:3])
+        more = f"; and {len(failed) - 3} more (see --json)" if len(failed) > 3 else ""
+        raise PartialFailure(
+            f"{len(failed)} of {len(summaries)} scenes failed ({listed}{more}); the other {done} are written: "
+            "fix the failed ones and rerun (finished scenes are skipped)",
+            summaries,
+        )
     return summaries

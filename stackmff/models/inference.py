@@ -69,11 +69,16 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/"auto" → CUDA when available, else CPU; otherwise ``torch.device(device)``.
 
     Raises:
-        StackMFFError: a CUDA device was asked for but none is available.
+        StackMFFError: an unknown device, or a CUDA device was asked for but none is available.
     """
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise StackMFFError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise StackMFFError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise StackMFFError(f"device {device!r} requested but CUDA is not available; use --device cpu")
     return dev

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._checks import check_stack
+from .._checks import StackMFFError, check_choice, check_stack
 from ..fusion.registry import FusionResult, register_method
 from .inference import DEFAULT_STAR_WEIGHTS, DEFAULT_WEIGHTS, fuse_stack_v3, load_model, resolve_device
 
@@ -28,6 +28,33 @@ __all__ = ["fuse_stackmff_v3", "fuse_stackmff_v3_star"]
 @functools.lru_cache(maxsize=4)
 def _cached_model(path: str, device: str, mtime_ns: int):  # mtime in the key: a rewritten checkpoint is reloaded
     return load_model(path, device=device)
+
+
+def _weights_path(weights: str | Path | None, default: Path) -> Path:
+    path = Path(weights) if weights is not None else default
+    return path / "model.pt" if path.is_dir() else path
+
+
+def _checker(default: Path):
+    """The registry's ``check`` hook: device, weights (loaded now, into the cache the fusion then uses), budget,
+    tile, precision and gather are checked before the stack is loaded and aligned."""
+
+    def check(opts: dict) -> None:
+        from .inference import GATHERS
+
+        dev = resolve_device(opts.get("device"))
+        if opts.get("memory_budget_mb", 64) < 64:
+            raise StackMFFError(f"memory budget must be >= 64 MB, got {opts['memory_budget_mb']}; e.g. 1024")
+        tile = opts.get("tile")
+        if tile is not None and (tile < 32 or tile % 32):
+            raise StackMFFError(f"tile must be a positive multiple of 32, got {tile}; e.g. tile=512")
+        check_choice(opts.get("precision", "auto"), ("auto", "fp32", "bf16"), "option precision")
+        check_choice(opts.get("gather", "pyramid"), GATHERS, "option gather")
+        path = _weights_path(opts.get("weights"), default)
+        mtime = path.stat().st_mtime_ns if path.is_file() else 0
+        _cached_model(str(path.resolve()), str(dev), mtime)  # a missing or corrupt file fails here, with a hint
+
+    return check
 
 
 def _run(
@@ -46,9 +73,7 @@ def _run(
 ) -> FusionResult:
     check_stack(stack)
     dev = resolve_device(device)
-    path = Path(weights) if weights is not None else default
-    if path.is_dir():
-        path = path / "model.pt"
+    path = _weights_path(weights, default)
     mtime = path.stat().st_mtime_ns if path.is_file() else 0  # a missing file fails in load_model with a hint
     model = _cached_model(str(path.resolve()), str(dev), mtime)
     res = fuse_stack_v3(
@@ -67,7 +92,10 @@ def _run(
 
 
 @register_method(
-    "stackmff_v3", "StackMFF V3 network: per-pixel layer probabilities steer a pyramid blend", learned=True
+    "stackmff_v3",
+    "StackMFF V3 network: per-pixel layer probabilities steer a pyramid blend",
+    learned=True,
+    check=_checker(DEFAULT_WEIGHTS),
 )
 def fuse_stackmff_v3(
     stack: np.ndarray,
@@ -107,6 +135,7 @@ def fuse_stackmff_v3(
     "StackMFF V3-star: soft depth regression; layers must be in focus order",
     learned=True,
     ordered=True,
+    check=_checker(DEFAULT_STAR_WEIGHTS),
 )
 def fuse_stackmff_v3_star(
     stack: np.ndarray,

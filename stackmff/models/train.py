@@ -127,6 +127,15 @@ class TrainConfig:
             raise StackMFFError(f"val_size must be a positive multiple of 32, got {self.val_size}")
         if self.steps < 1 or self.batch_size < 1:
             raise StackMFFError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise StackMFFError(f"lr must be a positive number, got {self.lr}; e.g. --lr 1e-3")
+        for name in ("weight_decay", "grad_clip", "colour_loss", "max_minutes", "invalid_prob"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise StackMFFError(f"{name} must be a finite number >= 0, got {v}")
+        out = Path(self.out_dir)
+        if out.exists() and not out.is_dir():
+            raise StackMFFError(f"out_dir {out} is a file; -o takes a folder for checkpoints and metrics")
 
 
 def luma_batch(layers: torch.Tensor) -> torch.Tensor:
@@ -304,22 +313,40 @@ def _set_rng_state(st: dict) -> None:
 
 
 def _save_full(path: Path, model: StackMFFV3, opt, sched, scaler, step: int, epoch: int, cfg: TrainConfig) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(
-        {
-            "config": model.cfg.to_dict(),
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict() if scaler else None,
-            "rng": _rng_state(),
-            "step": step,
-            "epoch": epoch,
-            "train_config": asdict(cfg),
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    from ..io import OutputSet
+
+    state = {
+        "config": model.cfg.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "scaler": scaler.state_dict() if scaler else None,
+        "rng": _rng_state(),
+        "step": step,
+        "epoch": epoch,
+        "train_config": asdict(cfg),
+    }
+    with OutputSet(overwrite=True) as outs:  # temp file removed on failure/signal; stale ones of killed runs swept
+        torch.save(state, outs.temp(path))
+
+
+def _load_resume(last: Path, cfg: TrainConfig) -> dict:
+    """``last.pt``, refused in one line when it is damaged or belongs to another model than ``cfg`` asks for."""
+    try:
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: torch raises anything from EOFError to RuntimeError
+        raise StackMFFError(
+            f"cannot resume from {last}: the file is damaged ({type(exc).__name__}); delete it or pass --no-resume"
+        ) from None
+    if not isinstance(ck, dict) or not {"model", "optimizer", "step"} <= set(ck):
+        raise StackMFFError(f"{last} is not a training checkpoint; delete it or pass --no-resume")
+    was = (ck.get("train_config") or {}).get("model")
+    if was is not None and was != cfg.model:
+        raise StackMFFError(
+            f"{last} was trained with --model {was}, not {cfg.model}; pass --model {was} to resume it, "
+            "or another -o / --no-resume to start over"
+        )
+    return ck
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -348,7 +375,10 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.out_dir)
     main_proc = rank == 0
     if main_proc:
+        from ..io import sweep_stale_temps
+
         out.mkdir(parents=True, exist_ok=True)
+        sweep_stale_temps(out)  # temp checkpoints of a killed run
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # noqa: NPY002 (our data uses Generators; this seeds third-party users of the global state)
     random.seed(cfg.seed)
@@ -371,8 +401,14 @@ def train(cfg: TrainConfig) -> Path:
     step, epoch = 0, 0
     last = out / "last.pt"
     if cfg.resume and last.is_file():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
+        ck = _load_resume(last, cfg)
+        try:
+            model.load_state_dict(ck["model"])
+        except RuntimeError:
+            raise StackMFFError(
+                f"{last} holds a network of another shape (other --model-option?); use the same options to resume "
+                "it, or another -o / --no-resume to start over"
+            ) from None
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         if scaler is not None and ck.get("scaler"):
