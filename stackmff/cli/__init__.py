@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Callable
 
 from .. import __version__
 from .._checks import StackMFFError
@@ -38,6 +39,29 @@ def _setup_logging(verbose: int) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logger.propagate = False
+
+
+def defer_arguments(parser: argparse.ArgumentParser, add: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Call ``add(parser)`` only when ``parser`` parses or prints help, not when the CLI is built.
+
+    For sub-commands whose options need heavy imports (``train``: torch for its defaults), so that ``stackmff
+    --help`` and the other commands do not pay for them.
+    """
+    done = []
+
+    def fill() -> None:
+        if not done:
+            done.append(True)
+            add(parser)
+
+    for name in ("parse_known_args", "format_help", "format_usage"):
+        orig = getattr(parser, name)
+
+        def wrapped(*a, _orig=orig, **k):
+            fill()
+            return _orig(*a, **k)
+
+        setattr(parser, name, wrapped)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,6 +41,8 @@ def _method_options(args: argparse.Namespace) -> dict:
         opts["device"] = args.device
     if getattr(args, "memory_budget", None):
         opts["memory_budget_mb"] = args.memory_budget
+    if getattr(args, "threads", None):
+        opts["threads"] = args.threads
     return opts
 
 
@@ -62,6 +64,12 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
     perf = p.add_argument_group("performance")
     perf.add_argument("--device", help="torch device for learned methods (default: cuda if available, else cpu)")
     perf.add_argument("--memory-budget", type=int, metavar="MB", help="memory budget for learned methods in MB")
+    perf.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for learned methods (default: the cores no other process is busy on)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--overwrite", action="store_true", help="replace existing output files")
     o.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")

@@ -8,7 +8,8 @@ Laplacian-pyramid blend steered by the probabilities, the default and the best P
 :func:`~stackmff.models.inference.pyramid_blend`; "hard": exact source values of the most probable layer, for 16-bit
 scientific data that must not be resampled; "soft": probability-weighted mean, the paper's output), ``half_res``
 (cross-layer stage at half resolution, default true: ~2x less network time on CPU for -0.04 dB; false = the network
-exactly as trained).
+exactly as trained), ``threads`` (torch threads: default the cores no other process is busy on,
+:func:`stackmff._cpu.choose_threads`; set for the call and restored after it).
 """
 
 from __future__ import annotations
@@ -19,20 +20,25 @@ from pathlib import Path
 import numpy as np
 
 from .._checks import check_stack
+from .._cpu import choose_threads
 from ..fusion.registry import FusionResult, register_method
-from .inference import DEFAULT_STAR_WEIGHTS, DEFAULT_WEIGHTS, fuse_stack_v3, load_model, resolve_device
+
+# torch (via .inference) is imported when a learned method runs, not when the registry lists the methods: `stackmff
+# methods`, `--help` and the classical methods start in a fraction of the time and memory (tests/test_startup.py).
 
 __all__ = ["fuse_stackmff_v3", "fuse_stackmff_v3_star"]
 
 
 @functools.lru_cache(maxsize=4)
 def _cached_model(path: str, device: str, mtime_ns: int):  # mtime in the key: a rewritten checkpoint is reloaded
+    from .inference import load_model
+
     return load_model(path, device=device)
 
 
 def _run(
     stack: np.ndarray,
-    default: Path,
+    default: str,
     *,
     weights: str | Path | None,
     device: str | None,
@@ -43,26 +49,38 @@ def _run(
     reject_outliers: bool,
     gather: str = "pyramid",
     half_res: bool = False,
+    threads: int | str | None = None,
 ) -> FusionResult:
+    import torch
+
+    from . import inference  # torch: only now that a learned method runs
+
     check_stack(stack)
-    dev = resolve_device(device)
-    path = Path(weights) if weights is not None else default
+    n_threads = choose_threads(threads)
+    dev = inference.resolve_device(device)
+    path = Path(weights) if weights is not None else getattr(inference, default)  # DEFAULT_(STAR_)WEIGHTS
     if path.is_dir():
         path = path / "model.pt"
     mtime = path.stat().st_mtime_ns if path.is_file() else 0  # a missing file fails in load_model with a hint
     model = _cached_model(str(path.resolve()), str(dev), mtime)
-    res = fuse_stack_v3(
-        stack,
-        model,
-        memory_budget_mb=memory_budget_mb,
-        tile=tile,
-        overlap=overlap,
-        precision=precision,
-        reject_outliers=reject_outliers,
-        gather=gather,
-        half_res=half_res,
-    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(n_threads)  # process-wide: restored below
+    try:
+        res = inference.fuse_stack_v3(
+            stack,
+            model,
+            memory_budget_mb=memory_budget_mb,
+            tile=tile,
+            overlap=overlap,
+            precision=precision,
+            reject_outliers=reject_outliers,
+            gather=gather,
+            half_res=half_res,
+        )
+    finally:
+        torch.set_num_threads(before)
     res.extras["weights"] = str(path)
+    res.extras["threads"] = n_threads
     return res
 
 
@@ -81,6 +99,7 @@ def fuse_stackmff_v3(
     reject_outliers: bool = True,
     gather: str = "pyramid",
     half_res: bool = True,
+    threads: int | str | None = None,
 ) -> FusionResult:
     """Fuse a ``(N, C, H, W)`` stack in [0, 1] with StackMFF V3 (any N >= 2, any layer order).
 
@@ -89,7 +108,7 @@ def fuse_stackmff_v3(
     """
     return _run(
         stack,
-        DEFAULT_WEIGHTS,
+        "DEFAULT_WEIGHTS",
         weights=weights,
         device=device,
         memory_budget_mb=memory_budget_mb,
@@ -99,6 +118,7 @@ def fuse_stackmff_v3(
         reject_outliers=reject_outliers,
         gather=gather,
         half_res=half_res,
+        threads=threads,
     )
 
 
@@ -118,11 +138,12 @@ def fuse_stackmff_v3_star(
     overlap: int | None = None,
     precision: str = "auto",
     reject_outliers: bool = True,
+    threads: int | str | None = None,
 ) -> FusionResult:
     """Fuse a focus-ordered ``(N, C, H, W)`` stack with V3-star (needs a checkpoint with ``head="regress"``)."""
     return _run(
         stack,
-        DEFAULT_STAR_WEIGHTS,
+        "DEFAULT_STAR_WEIGHTS",
         weights=weights,
         device=device,
         memory_budget_mb=memory_budget_mb,
@@ -131,4 +152,5 @@ def fuse_stackmff_v3_star(
         precision=precision,
         reject_outliers=reject_outliers,
         gather="hard",
+        threads=threads,
     )
