@@ -63,7 +63,12 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
     add_alignment_options(a, per_stack=single)
     perf = p.add_argument_group("performance")
     perf.add_argument("--device", help="torch device for learned methods (default: cuda if available, else cpu)")
-    perf.add_argument("--memory-budget", type=int, metavar="MB", help="memory budget for learned methods in MB")
+    perf.add_argument(
+        "--memory-budget",
+        type=int,
+        metavar="MB",
+        help="working memory of learned methods in MB (default: from the image size and the free memory)",
+    )
     perf.add_argument(
         "--threads",
         type=int,

@@ -9,7 +9,7 @@ Laplacian-pyramid blend steered by the probabilities, the default and the best P
 scientific data that must not be resampled; "soft": probability-weighted mean, the paper's output), ``half_res``
 (cross-layer stage at half resolution, default true: ~2x less network time on CPU for -0.04 dB; false = the network
 exactly as trained), ``threads`` (torch threads: default the cores no other process is busy on,
-:func:`stackmff._cpu.choose_threads`; set for the call and restored after it).
+:func:`stackmff._cpu.choose_threads`, at most ``torch.get_num_threads()``; set for the call and restored after it).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _run(
     *,
     weights: str | Path | None,
     device: str | None,
-    memory_budget_mb: float,
+    memory_budget_mb: float | None,
     tile: int | None,
     overlap: int | None,
     precision: str,
@@ -56,14 +56,15 @@ def _run(
     from . import inference  # torch: only now that a learned method runs
 
     check_stack(stack)
-    n_threads = choose_threads(threads)
+    before = torch.get_num_threads()
+    # auto: the free cores, but never more than torch is set to (a caller's torch.set_num_threads(1) holds)
+    n_threads = min(before, choose_threads()) if threads in (None, 0, "auto") else choose_threads(threads)
     dev = inference.resolve_device(device)
     path = Path(weights) if weights is not None else getattr(inference, default)  # DEFAULT_(STAR_)WEIGHTS
     if path.is_dir():
         path = path / "model.pt"
     mtime = path.stat().st_mtime_ns if path.is_file() else 0  # a missing file fails in load_model with a hint
     model = _cached_model(str(path.resolve()), str(dev), mtime)
-    before = torch.get_num_threads()
     torch.set_num_threads(n_threads)  # process-wide: restored below
     try:
         res = inference.fuse_stack_v3(
@@ -92,7 +93,7 @@ def fuse_stackmff_v3(
     *,
     weights: str | Path | None = None,
     device: str | None = None,
-    memory_budget_mb: float = 1024,
+    memory_budget_mb: float | None = None,
     tile: int | None = None,
     overlap: int | None = None,
     precision: str = "auto",
@@ -133,7 +134,7 @@ def fuse_stackmff_v3_star(
     *,
     weights: str | Path | None = None,
     device: str | None = None,
-    memory_budget_mb: float = 1024,
+    memory_budget_mb: float | None = None,
     tile: int | None = None,
     overlap: int | None = None,
     precision: str = "auto",
