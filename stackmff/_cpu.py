@@ -5,16 +5,18 @@ other processes hold some of the cores, threads wait for cores that are not free
 process, 2 torch threads made the network part 4-30x slower and used 1.5-2.8x the CPU time of 1 thread. So a learned
 method runs with one thread per *free* core: the cores this process may use (``os.sched_getaffinity``) minus the
 ones other processes keep busy right now (``/proc/loadavg``'s count of runnable threads, sampled a few times).
+When some cores are busy, OpenMP's idle threads are also told to sleep rather than spin (:func:`passive_openmp`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from ._checks import StackMFFError
 
-__all__ = ["available_cores", "busy_cores", "choose_threads"]
+__all__ = ["available_cores", "busy_cores", "choose_threads", "passive_openmp"]
 
 
 def available_cores() -> int:
@@ -77,3 +79,14 @@ def choose_threads(threads: int | str | None = None) -> int:
     if env.isdigit() and int(env) > 0:
         n = min(n, int(env))
     return n
+
+
+def passive_openmp() -> bool:
+    """Ask OpenMP (torch's intra-op pool, GNU libgomp) to let idle threads sleep instead of spinning between
+    parallel regions: ``OMP_WAIT_POLICY=PASSIVE``, unless the user set it. Only effective before torch is imported
+    (libgomp reads it when it loads); returns whether it was set now.
+    """
+    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True

@@ -17,10 +17,11 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .._checks import check_stack
-from .._cpu import choose_threads
+from .._cpu import available_cores, choose_threads, passive_openmp
 from ..fusion.registry import FusionResult, register_method
 
 # torch (via .inference) is imported when a learned method runs, not when the registry lists the methods: `stackmff
@@ -51,21 +52,28 @@ def _run(
     half_res: bool = False,
     threads: int | str | None = None,
 ) -> FusionResult:
+    auto = threads in (None, 0, "auto")
+    n_threads = choose_threads(None if auto else threads)
+    if n_threads < available_cores():
+        passive_openmp()  # some cores are busy: idle threads sleep instead of spinning (before torch loads OpenMP)
+
     import torch
 
     from . import inference  # torch: only now that a learned method runs
 
     check_stack(stack)
     before = torch.get_num_threads()
-    # auto: the free cores, but never more than torch is set to (a caller's torch.set_num_threads(1) holds)
-    n_threads = min(before, choose_threads()) if threads in (None, 0, "auto") else choose_threads(threads)
+    if auto:  # never more than torch is set to: a caller's torch.set_num_threads(1) holds
+        n_threads = min(before, n_threads)
     dev = inference.resolve_device(device)
     path = Path(weights) if weights is not None else getattr(inference, default)  # DEFAULT_(STAR_)WEIGHTS
     if path.is_dir():
         path = path / "model.pt"
     mtime = path.stat().st_mtime_ns if path.is_file() else 0  # a missing file fails in load_model with a hint
     model = _cached_model(str(path.resolve()), str(dev), mtime)
+    cv_before = cv2.getNumThreads()
     torch.set_num_threads(n_threads)  # process-wide: restored below
+    cv2.setNumThreads(n_threads)  # OpenCV's pool (outlier checks, pyramid blend) waits for busy cores the same way
     try:
         res = inference.fuse_stack_v3(
             stack,
@@ -80,6 +88,7 @@ def _run(
         )
     finally:
         torch.set_num_threads(before)
+        cv2.setNumThreads(cv_before)
     res.extras["weights"] = str(path)
     res.extras["threads"] = n_threads
     return res

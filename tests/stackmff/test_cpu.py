@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -50,3 +51,14 @@ def test_real_machine_reads():
     assert 1 <= _cpu.available_cores() <= (os.cpu_count() or 1)
     assert 1 <= _cpu.choose_threads() <= _cpu.available_cores()
     assert _cpu.busy_cores(samples=2, interval=0.0) >= 0
+
+
+def test_passive_openmp_only_before_torch_and_never_over_the_user(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert _cpu.passive_openmp() is True and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert _cpu.passive_openmp() is False and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setitem(sys.modules, "torch", object())
+    assert _cpu.passive_openmp() is False and "OMP_WAIT_POLICY" not in os.environ
