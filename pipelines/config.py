@@ -173,6 +173,17 @@ class FlowsParams:
     publish_dir: str = ""  # where the regenerate flow copies reports/ ("" = no copy, only a Prefect artifact)
 
 
+@dataclass(frozen=True)
+class BenchParams:
+    """``bench:``: the whole-command benchmark grid (``pipelines/benchmarks/grid.py``, stage ``bench``)."""
+
+    methods: list[str] = field(default_factory=list)  # empty: every registered method + installed external tools
+    layers: list[int] = field(default_factory=lambda: [3, 8])  # N values
+    megapixels: list[float] = field(default_factory=lambda: [0.25, 1.0])  # megapixels per layer
+    repeats: int = 1  # runs per cell (median)
+    max_seconds: float = 120.0  # a method's larger cells are skipped once one took longer than this
+
+
 SECTIONS: dict[str, type] = {
     "base": BaseParams,
     "prepare": PrepareParams,
@@ -185,6 +196,7 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateParams,
     "report": ReportParams,
     "flows": FlowsParams,
+    "bench": BenchParams,
 }
 
 

@@ -14,6 +14,10 @@ Three measurements, each in layer-megapixels per second (N · H · W / 1e6 / sec
 - ``cli_memory`` (optional, ``--cli-memory``): the whole ``stackmff fuse`` command on N 8-bit JPEG layers of the
   ``--mem-size``, with each ``--cli-gather``, peak ``RssAnon`` and ``VmRSS`` of the child sampled every 20 ms.
 
+- ``flops`` (optional, ``--flops``): V3's FLOPs (``torch.utils.flop_counter``), achieved FLOP/s of the network
+  against this machine's 2048² matmul and 3×3 conv peak measured in the same run, and the ``torch.profiler`` ops
+  that take the time.
+
 - ``openfocus`` (optional, ``--openfocus BIN``): the author's app (``pip install openfocus`` in a SEPARATE venv;
   never import it) on the same 8-bit stack files as ours, ``-m stackmffv3 --cpu``, timed as whole commands (wall and
   CPU seconds of the child from ``resource`` accounting; the ratios are the speed-ups); quality as PSNR against the
@@ -30,6 +34,8 @@ Usage::
 
     python -m pipelines.benchmarks.v3_speed --variant v3 --threads 1 --json reports/v3_speed.json
     python -m pipelines.benchmarks.v3_speed --skip-memory --size 1024 --layers 10
+    python -m pipelines.benchmarks.v3_speed --skip-throughput --skip-reference --skip-memory --flops --threads 1 \
+        --weights weights/stackmff_v3.pt
     python -m pipelines.benchmarks.v3_speed --skip-throughput --skip-reference --skip-memory \
         --weights weights/stackmff_v3.pt --openfocus /tmp/ofenv/bin/openfocus
 """
@@ -114,6 +120,87 @@ def reference(model: StackMFFV3, n: int, size: int, *, reps: int = 1) -> dict:
         "fast_seconds": fast["seconds"],
         "speedup": round(t / fast["seconds"], 2),
         "index_agreement": float((res.index_map == idx_ref).mean()),
+    }
+
+
+def _median_time(fn, reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def machine_peak(reps: int = 5) -> dict:
+    """This machine's measured fp32 peak at the current thread count: a 2048² matmul and a 3×3 64→64 convolution."""
+    a = torch.randn(2048, 2048)
+    t_mm = _median_time(lambda: a @ a, reps)
+    x, wt = torch.randn(1, 64, 256, 256), torch.randn(64, 64, 3, 3)
+    t_conv = _median_time(lambda: torch.nn.functional.conv2d(x, wt, padding=1), reps)
+    return {
+        "matmul_gflops": round(2 * 2048**3 / t_mm / 1e9, 1),
+        "conv3x3_gflops": round(2 * 64 * 64 * 9 * 256 * 256 / t_conv / 1e9, 1),
+    }
+
+
+@torch.inference_mode()
+def flops(model: StackMFFV3, n: int, size: int, *, reps: int = 1, profile_rows: int = 12) -> dict:
+    """V3's FLOPs on an ``n`` × ``size``² stack (``torch.utils.flop_counter``), achieved FLOP/s against the machine
+    peak measured in the same run, and where the time goes (``torch.profiler``, ops by self CPU time).
+
+    The network is timed as :func:`fuse_stack_v3` runs it (BN folded, one layer at a time through the encoder,
+    cross-layer stage at half resolution, fp32); the counter sees convolutions and matrix products only, so the
+    elementwise work (attention scores, norms, activations) is time without counted FLOPs.
+    """
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from stackmff.models.inference import _inference_copy, luma, predict_logits
+
+    m = _inference_copy(model)
+    st = _stack(n, size, size)
+    lum = np.stack([luma(layer) for layer in st])
+
+    def net():
+        return predict_logits(m, lum, layer_group=1, half_res=True)
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        net()
+    total = counter.get_total_flops()
+    by_op: dict[str, int] = {}
+    for ops in (counter.get_flop_counts().get("Global") or {}).items():
+        by_op[str(ops[0]).split(".")[-1] if "." in str(ops[0]) else str(ops[0])] = int(ops[1])
+    t_net = _median_time(net, reps)
+    t_fuse = _median_time(lambda: fuse_stack_v3(st, model, precision="fp32"), reps)
+    peak = machine_peak()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        net()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    all_us = sum(e.self_cpu_time_total for e in events) or 1.0
+    top = [
+        {
+            "op": e.key,
+            "self_ms": round(e.self_cpu_time_total / 1e3, 1),
+            "share": round(e.self_cpu_time_total / all_us, 3),
+        }
+        for e in events[:profile_rows]
+    ]
+    return {
+        "layers": n,
+        "size": size,
+        "threads": torch.get_num_threads(),
+        "gflop": round(total / 1e9, 2),
+        "gflop_by_op": {k: round(v / 1e9, 2) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])},
+        "network_seconds": round(t_net, 3),
+        "fuse_seconds": round(t_fuse, 3),
+        "network_gflops": round(total / t_net / 1e9, 2),
+        **peak,
+        "share_of_matmul_peak": round(total / t_net / 1e9 / peak["matmul_gflops"], 3),
+        "share_of_conv_peak": round(total / t_net / 1e9 / peak["conv3x3_gflops"], 3),
+        "profile_top_ops": top,
     }
 
 
@@ -377,6 +464,11 @@ def main(argv: list[str] | None = None) -> int:
         "--cli-memory", action="store_true", help="also measure the whole `stackmff fuse` command (--mem-* JPEGs)"
     )
     p.add_argument("--cli-gather", nargs="+", default=["hard", "pyramid"], help="gather options for --cli-memory")
+    p.add_argument(
+        "--flops", action="store_true", help="FLOPs (flop_counter), FLOP/s vs measured peak, torch.profiler top ops"
+    )
+    p.add_argument("--flops-layers", type=int, default=10, help="N of the FLOPs case")
+    p.add_argument("--flops-size", type=int, default=1024, help="side of the FLOPs case")
     p.add_argument("--json", help="write the results here (atomic)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -404,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
         print("memory", out["memory"], file=sys.stderr)
     if args.cli_memory:
         out["cli_memory"] = cli_memory(args)
+    if args.flops:
+        out["flops"] = flops(model, args.flops_layers, args.flops_size, reps=args.reps)
+        print("flops", out["flops"], file=sys.stderr)
     if args.openfocus:
         out["openfocus"] = openfocus_compare(args)
         print("openfocus", out["openfocus"], file=sys.stderr)

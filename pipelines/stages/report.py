@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.config import ReportParams, load_params
-from pipelines.stages._common import parser, run_main, write_json
+from pipelines.stages._common import parser, read_json, run_main, write_json
 from stackmff._checks import StackMFFError
 from stackmff.io import find_stack_scenes
 from stackmff.report import (
@@ -168,6 +168,20 @@ def run(
         if p:
             plots[f"{dataset}: {metric} vs N"] = p
 
+    notes = []
+    grid = out / "bench" / "grid.json"  # stage bench: the whole-command grid (pipelines/benchmarks/grid.py)
+    if grid.is_file():
+        bench = read_json(grid)
+        mach = bench.get("machine", {})
+        notes.append(
+            f"Speed and memory grid (whole `stackmff fuse` commands, default flags, start-up included): "
+            f"{mach.get('cpu', '?')}, {mach.get('affinity', mach.get('cpu_count', '?'))} cores, "
+            f"{mach.get('mem_total_gb', '?')} GB; load average {mach.get('loadavg')} before, "
+            f"{mach.get('loadavg_after')} after; table in bench/grid.json."
+        )
+        for name, caption in (("grid_vs_n.png", "whole command vs N"), ("grid_vs_mp.png", "whole command vs MP")):
+            if (grid.parent / name).is_file():
+                plots[f"speed/memory grid: {caption}"] = grid.parent / name
     heads = runs.drop_duplicates(["method", "benchmark"])
     absent: dict[str, str] = {}
     for r in heads.itertuples(index=False):
@@ -182,6 +196,7 @@ def run(
         plots=plots,
         scenes=_scene_views(runs, fused_dir, Path(benchmarks_dir), params, tidy),
         absent=absent,
+        notes=notes,
         crop=params.crop,
     )
     result: dict = {}

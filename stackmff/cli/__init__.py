@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import __version__
@@ -52,6 +53,29 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}; see {self.prog} --help\n")
+
+
+def defer_arguments(parser: argparse.ArgumentParser, add: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Call ``add(parser)`` only when ``parser`` parses or prints help, not when the CLI is built.
+
+    For sub-commands whose options need heavy imports (``train``: torch for its defaults), so that ``stackmff
+    --help`` and the other commands do not pay for them.
+    """
+    done = []
+
+    def fill() -> None:
+        if not done:
+            done.append(True)
+            add(parser)
+
+    for name in ("parse_known_args", "format_help", "format_usage"):
+        orig = getattr(parser, name)
+
+        def wrapped(*a, _orig=orig, **k):
+            fill()
+            return _orig(*a, **k)
+
+        setattr(parser, name, wrapped)
 
 
 def build_parser() -> argparse.ArgumentParser:

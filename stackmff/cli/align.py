@@ -29,7 +29,10 @@ def add_alignment_options(g: argparse._ArgumentGroup, *, per_stack: bool = True)
     g.add_argument("--drop-failed", action="store_true", help="leave out layers whose alignment failed")
     if per_stack:
         g.add_argument(
-            "--align-reference", type=_layer_index, metavar="K", help="reference layer index (default: chosen from content)"
+            "--align-reference",
+            type=_layer_index,
+            metavar="K",
+            help="reference layer index (default: chosen from content)",
         )
 
 

@@ -81,8 +81,18 @@ def _photos(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extract_arguments(p: argparse.ArgumentParser) -> None:
+    from ..data.extract import DATASETS  # imports stackmff.data: only when `extract` is parsed
+
+    p.add_argument("dataset", choices=tuple(DATASETS), help="which dataset")
+    p.add_argument("source", help="the official archive, a folder holding it, or the unpacked folder")
+    p.add_argument("out", help="output root")
+    p.add_argument("--seed", type=int, default=0, help="NYU test-split seed")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..data.extract import DATASETS
+    from . import defer_arguments
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser(
@@ -91,11 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=fmt,
         description="Reads the official folder/zip/tar layout and writes <out>/<DATASET>/images (and depth for NYU).",
     )
-    p.add_argument("dataset", choices=tuple(DATASETS), help="which dataset")
-    p.add_argument("source", help="the official archive, a folder holding it, or the unpacked folder")
-    p.add_argument("out", help="output root")
-    p.add_argument("--seed", type=int, default=0, help="NYU test-split seed")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    defer_arguments(p, _extract_arguments)
     p.set_defaults(func=_extract)
 
     p = sub.add_parser(

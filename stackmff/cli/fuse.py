@@ -45,7 +45,12 @@ def _method_options(args: argparse.Namespace) -> dict:
 
     fm = get_fusion_method(args.method)
     opts = _parse_options(args.option)
-    for flag, key in (("weights", "weights"), ("device", "device"), ("memory_budget", "memory_budget_mb")):
+    for flag, key in (
+        ("weights", "weights"),
+        ("device", "device"),
+        ("memory_budget", "memory_budget_mb"),
+        ("threads", "threads"),
+    ):
         value = getattr(args, flag, None)
         if value is None:
             continue
@@ -87,7 +92,16 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
     perf = p.add_argument_group("performance")
     perf.add_argument("--device", help="torch device for learned methods (default: cuda if available, else cpu)")
     perf.add_argument(
-        "--memory-budget", type=_positive_int, metavar="MB", help="memory budget for learned methods in MB"
+        "--memory-budget",
+        type=_positive_int,
+        metavar="MB",
+        help="working memory of learned methods in MB (default: from the image size and the free memory)",
+    )
+    perf.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="CPU threads for learned methods (default: the cores no other process is busy on)",
     )
     o = p.add_argument_group("output")
     o.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -12,15 +12,23 @@ from .._checks import StackMFFError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..models.train import TrainConfig
-
-    d = TrainConfig()
     p = sub.add_parser(
         "train",
         help="train or fine-tune the StackMFF V3 network",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train StackMFF V3. Multi-GPU: torchrun --nproc-per-node=K -m stackmff train ...",
     )
+    p.set_defaults(func=_cmd_train)
+    # the options' defaults come from TrainConfig, whose module imports torch: added only when `train` is parsed
+    from . import defer_arguments
+
+    defer_arguments(p, _add_arguments)
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..models.train import TrainConfig
+
+    d = TrainConfig()
     g = p.add_argument_group("model")
     g.add_argument("--model", default=d.model, help="registered variant (v3, v3_small, v3_star, v3_norope)")
     g.add_argument("--model-option", action="append", metavar="KEY=VALUE", help="override a config field, repeatable")
@@ -66,7 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--val-count", type=int, default=d.val_count, help="held-out procedural validation stacks")
     g.add_argument("--val-size", type=int, default=d.val_size, help="validation stack side (multiple of 32)")
     g.add_argument("--no-resume", action="store_true", help="start over even if OUT_DIR/last.pt exists")
-    p.set_defaults(func=_cmd_train)
 
 
 def _model_options(items: list[str] | None) -> dict:

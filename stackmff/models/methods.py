@@ -8,7 +8,8 @@ Laplacian-pyramid blend steered by the probabilities, the default and the best P
 :func:`~stackmff.models.inference.pyramid_blend`; "hard": exact source values of the most probable layer, for 16-bit
 scientific data that must not be resampled; "soft": probability-weighted mean, the paper's output), ``half_res``
 (cross-layer stage at half resolution, default true: ~2x less network time on CPU for -0.04 dB; false = the network
-exactly as trained).
+exactly as trained), ``threads`` (torch threads: default the cores no other process is busy on,
+:func:`stackmff._cpu.choose_threads`, at most ``torch.get_num_threads()``; set for the call and restored after it).
 """
 
 from __future__ import annotations
@@ -16,38 +17,51 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .._checks import StackMFFError, check_choice, check_stack
+from .._cpu import available_cores, choose_threads, passive_openmp
 from ..fusion.registry import FusionResult, register_method
-from .inference import DEFAULT_STAR_WEIGHTS, DEFAULT_WEIGHTS, fuse_stack_v3, load_model, resolve_device
+
+# torch (via .inference) is imported when a learned method runs, not when the registry lists the methods: `stackmff
+# methods`, `--help` and the classical methods start in a fraction of the time and memory (tests/test_startup.py).
 
 __all__ = ["fuse_stackmff_v3", "fuse_stackmff_v3_star"]
 
 
 @functools.lru_cache(maxsize=4)
 def _cached_model(path: str, device: str, mtime_ns: int):  # mtime in the key: a rewritten checkpoint is reloaded
+    from .inference import load_model
+
     return load_model(path, device=device)
 
 
-def _weights_path(weights: str | Path | None, default: Path) -> Path:
-    path = Path(weights) if weights is not None else default
+def _weights_path(weights: str | Path | None, default: str) -> Path:
+    """The checkpoint file: ``weights`` (a file or a training folder) or the shipped ``inference.<default>``."""
+    from . import inference
+
+    path = Path(weights) if weights is not None else getattr(inference, default)  # DEFAULT_(STAR_)WEIGHTS
     return path / "model.pt" if path.is_dir() else path
 
 
-def _checker(default: Path):
+def _checker(default: str):
     """The registry's ``check`` hook: device, weights (loaded now, into the cache the fusion then uses), budget,
-    tile, precision and gather are checked before the stack is loaded and aligned."""
+    tile, precision, gather and threads are checked before the stack is loaded and aligned."""
 
     def check(opts: dict) -> None:
-        from .inference import GATHERS
+        from .inference import GATHERS, resolve_device
 
         dev = resolve_device(opts.get("device"))
-        if opts.get("memory_budget_mb", 64) < 64:
-            raise StackMFFError(f"memory budget must be >= 64 MB, got {opts['memory_budget_mb']}; e.g. 1024")
+        budget = opts.get("memory_budget_mb")
+        if budget is not None and budget < 64:
+            raise StackMFFError(f"memory budget must be >= 64 MB, got {budget}; e.g. 1024")
         tile = opts.get("tile")
         if tile is not None and (tile < 32 or tile % 32):
             raise StackMFFError(f"tile must be a positive multiple of 32, got {tile}; e.g. tile=512")
+        threads = opts.get("threads")
+        if threads not in (None, "auto") and (not isinstance(threads, int) or threads < 0):
+            raise StackMFFError(f"threads must be a whole number >= 1 (0 or auto: choose), got {threads!r}")
         check_choice(opts.get("precision", "auto"), ("auto", "fp32", "bf16"), "option precision")
         check_choice(opts.get("gather", "pyramid"), GATHERS, "option gather")
         path = _weights_path(opts.get("weights"), default)
@@ -59,35 +73,56 @@ def _checker(default: Path):
 
 def _run(
     stack: np.ndarray,
-    default: Path,
+    default: str,
     *,
     weights: str | Path | None,
     device: str | None,
-    memory_budget_mb: float,
+    memory_budget_mb: float | None,
     tile: int | None,
     overlap: int | None,
     precision: str,
     reject_outliers: bool,
     gather: str = "pyramid",
     half_res: bool = False,
+    threads: int | str | None = None,
 ) -> FusionResult:
+    auto = threads in (None, 0, "auto")
+    n_threads = choose_threads(None if auto else threads)
+    if n_threads < available_cores():
+        passive_openmp()  # some cores are busy: idle threads sleep instead of spinning (before torch loads OpenMP)
+
+    import torch
+
+    from . import inference  # torch: only now that a learned method runs
+
     check_stack(stack)
-    dev = resolve_device(device)
+    before = torch.get_num_threads()
+    if auto:  # never more than torch is set to: a caller's torch.set_num_threads(1) holds
+        n_threads = min(before, n_threads)
+    dev = inference.resolve_device(device)
     path = _weights_path(weights, default)
     mtime = path.stat().st_mtime_ns if path.is_file() else 0  # a missing file fails in load_model with a hint
     model = _cached_model(str(path.resolve()), str(dev), mtime)
-    res = fuse_stack_v3(
-        stack,
-        model,
-        memory_budget_mb=memory_budget_mb,
-        tile=tile,
-        overlap=overlap,
-        precision=precision,
-        reject_outliers=reject_outliers,
-        gather=gather,
-        half_res=half_res,
-    )
+    cv_before = cv2.getNumThreads()
+    torch.set_num_threads(n_threads)  # process-wide: restored below
+    cv2.setNumThreads(n_threads)  # OpenCV's pool (outlier checks, pyramid blend) waits for busy cores the same way
+    try:
+        res = inference.fuse_stack_v3(
+            stack,
+            model,
+            memory_budget_mb=memory_budget_mb,
+            tile=tile,
+            overlap=overlap,
+            precision=precision,
+            reject_outliers=reject_outliers,
+            gather=gather,
+            half_res=half_res,
+        )
+    finally:
+        torch.set_num_threads(before)
+        cv2.setNumThreads(cv_before)
     res.extras["weights"] = str(path)
+    res.extras["threads"] = n_threads
     return res
 
 
@@ -95,20 +130,21 @@ def _run(
     "stackmff_v3",
     "StackMFF V3 network: per-pixel layer probabilities steer a pyramid blend",
     learned=True,
-    check=_checker(DEFAULT_WEIGHTS),
+    check=_checker("DEFAULT_WEIGHTS"),
 )
 def fuse_stackmff_v3(
     stack: np.ndarray,
     *,
     weights: str | Path | None = None,
     device: str | None = None,
-    memory_budget_mb: float = 1024,
+    memory_budget_mb: float | None = None,
     tile: int | None = None,
     overlap: int | None = None,
     precision: str = "auto",
     reject_outliers: bool = True,
     gather: str = "pyramid",
     half_res: bool = True,
+    threads: int | str | None = None,
 ) -> FusionResult:
     """Fuse a ``(N, C, H, W)`` stack in [0, 1] with StackMFF V3 (any N >= 2, any layer order).
 
@@ -117,7 +153,7 @@ def fuse_stackmff_v3(
     """
     return _run(
         stack,
-        DEFAULT_WEIGHTS,
+        "DEFAULT_WEIGHTS",
         weights=weights,
         device=device,
         memory_budget_mb=memory_budget_mb,
@@ -127,6 +163,7 @@ def fuse_stackmff_v3(
         reject_outliers=reject_outliers,
         gather=gather,
         half_res=half_res,
+        threads=threads,
     )
 
 
@@ -135,23 +172,24 @@ def fuse_stackmff_v3(
     "StackMFF V3-star: soft depth regression; layers must be in focus order",
     learned=True,
     ordered=True,
-    check=_checker(DEFAULT_STAR_WEIGHTS),
+    check=_checker("DEFAULT_STAR_WEIGHTS"),
 )
 def fuse_stackmff_v3_star(
     stack: np.ndarray,
     *,
     weights: str | Path | None = None,
     device: str | None = None,
-    memory_budget_mb: float = 1024,
+    memory_budget_mb: float | None = None,
     tile: int | None = None,
     overlap: int | None = None,
     precision: str = "auto",
     reject_outliers: bool = True,
+    threads: int | str | None = None,
 ) -> FusionResult:
     """Fuse a focus-ordered ``(N, C, H, W)`` stack with V3-star (needs a checkpoint with ``head="regress"``)."""
     return _run(
         stack,
-        DEFAULT_STAR_WEIGHTS,
+        "DEFAULT_STAR_WEIGHTS",
         weights=weights,
         device=device,
         memory_budget_mb=memory_budget_mb,
@@ -160,4 +198,5 @@ def fuse_stackmff_v3_star(
         precision=precision,
         reject_outliers=reject_outliers,
         gather="hard",
+        threads=threads,
     )

@@ -1,0 +1,393 @@
+"""Whole-command benchmark grid: every method over N layers x megapixels, alone and beside a competing process.
+
+Each cell times what a user runs, start-up included: ``python -m stackmff fuse DIR -o OUT -m METHOD --overwrite``
+with default flags otherwise (so ``--align auto``, the automatic memory budget and thread count), on an N-layer
+8-bit JPEG stack of the given size. External tools (enfuse, focus-stack, OpenFocus: :mod:`stackmff.peers`) are
+timed the same way when installed. Per cell, the median over ``--repeats`` runs of:
+
+- ``wall_s``: wall seconds; ``cpu_s``: user + system CPU seconds of the command (``os.wait4``);
+- ``mp_layers_per_s``: N x megapixels / wall seconds;
+- ``peak_rss_mb``: the command's peak resident memory (``ru_maxrss`` of the child).
+
+The stack: a real photo (``data/samples/pcb/00.jpg``, resized to the cell's size) whose layer k is sharp around
+depth k/(N-1) of a smooth depth field and blurred elsewhere (one blur, blended per layer): cheap to make at 24 MP
+and registered, so ``--align auto`` pays its check only. Larger cells of a method are skipped once it took more
+than ``--max-seconds`` on a smaller one (the grid is ordered by size).
+
+``--beside spin|same`` starts a competing process for every timed run (``spin``: one busy Python loop, like a
+training job on one core; ``same``: the same command in a loop) and also runs each cell alone, so the ratios
+``beside / alone`` are measured in one run. The machine (CPU model, cores, memory, load before and after) is
+recorded with the results: on a shared machine compare ratios from one run, not absolute times across runs.
+
+Usage::
+
+    python -m pipelines.benchmarks.grid --out reports/bench                      # small default grid + plots
+    python -m pipelines.benchmarks.grid --params params.yaml --out reports/bench # the `bench` section (DVC stage)
+    python -m pipelines.benchmarks.grid --methods stackmff_v3 --layers 10 --megapixels 0.25 1 \
+        --beside spin --threads auto 2 --repeats 3 --out /tmp/contention          # threads beside a busy process
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE_IMAGE = ROOT / "data" / "samples" / "pcb" / "00.jpg"
+
+
+# ------------------------------------------------------------------------------------------------ machine, stacks
+def machine() -> dict:
+    """CPU model, cores (and this process' affinity), memory, load, library versions."""
+    info: dict = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    try:
+        info["affinity"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+        with open("/proc/meminfo") as f:
+            mem = {ln.split(":")[0]: int(ln.split()[1]) for ln in f if ln.split(":")[0] in ("MemTotal", "MemAvailable")}
+        info["mem_total_gb"] = round(mem["MemTotal"] / 2**20, 1)
+        info["mem_available_gb"] = round(mem["MemAvailable"] / 2**20, 1)
+    except (OSError, StopIteration, KeyError):
+        pass
+    info["loadavg"] = load()
+    from importlib.metadata import PackageNotFoundError, version
+
+    for pkg in ("torch", "numpy", "opencv-python-headless"):
+        try:
+            info[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return info
+
+
+def load() -> list[float]:
+    """1, 5 and 15-minute load averages (what `uptime` prints)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def write_stack(folder: Path, n: int, megapixels: float, *, quality: int = 92) -> tuple[int, int]:
+    """Write an ``n``-layer JPEG stack of ~``megapixels`` (4:3) into ``folder``; returns (height, width)."""
+    w = int(round(np.sqrt(megapixels * 1e6 * 4 / 3) / 8) * 8)
+    h = int(round(w * 3 / 4 / 8) * 8)
+    src = cv2.imread(str(SOURCE_IMAGE))
+    if src is None:
+        raise FileNotFoundError(f"{SOURCE_IMAGE} is missing (bundled sample stack); run from the repository")
+    sharp = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA if w < src.shape[1] else cv2.INTER_CUBIC)
+    blur = cv2.GaussianBlur(sharp, (0, 0), max(1.5, w / 400))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    depth = 0.75 * xx / w + 0.125 * (1 + np.sin(yy / h * 2 * np.pi))  # a tilted, wavy surface over [0, 1]
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        focus = k / max(n - 1, 1)
+        wk = np.exp(-(((depth - focus) * max(n - 1, 1) * 1.5) ** 2))[..., None]  # sharp within ~1/2 layer step
+        layer = (wk * sharp + (1 - wk) * blur).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{k:02d}.jpg"), layer, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return h, w
+
+
+# ------------------------------------------------------------------------------------------------ timing
+def run_timed(cmd: Sequence[str], *, env: dict | None = None, timeout: float = 3600) -> dict:
+    """Run ``cmd``; its wall seconds, CPU seconds and peak RSS (MB) from ``os.wait4``, and the exit code."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = t0 + timeout
+    while True:
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            proc.kill()
+            pid, status, ru = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.005)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out, err = proc.communicate()
+    return {
+        "wall_s": wall,
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "peak_rss_mb": ru.ru_maxrss / 1024,
+        "rc": proc.returncode,
+        "stdout": out,
+        "stderr": err.strip().splitlines()[-1] if err.strip() else "",
+    }
+
+
+_PEER_CODE = (
+    "import json, resource, sys\nfrom stackmff.peers import get_peer\n"
+    "get_peer(sys.argv[1]).fuse_files(sys.argv[2:])\n"
+    "r = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "print(json.dumps({'cpu_s': r.ru_utime + r.ru_stime, 'peak_rss_mb': r.ru_maxrss / 1024}))\n"
+)
+
+
+def command(method: str, stack: Path, out: Path, threads: str) -> list[str]:
+    """The timed command line: ``stackmff fuse`` with default flags, or an external tool through its adapter."""
+    if method in _peer_names():
+        files = sorted(str(p) for p in stack.iterdir())
+        return [sys.executable, "-c", _PEER_CODE, method, *files]
+    cmd = [sys.executable, "-m", "stackmff", "fuse", str(stack), "-o", str(out), "-m", method, "--overwrite"]
+    if threads != "auto":
+        cmd += ["--threads", threads]
+    return cmd
+
+
+def _peer_names() -> set[str]:
+    from stackmff.peers import list_peers
+
+    return {p.name for p in list_peers()}
+
+
+def available_methods(names: Sequence[str] | None = None) -> list[str]:
+    """``names``, or every registered method that takes any layer order plus every installed external tool."""
+    from stackmff.fusion import list_methods
+    from stackmff.peers import list_peers
+
+    if names:
+        return list(names)
+    ours = [m.name for m in list_methods() if not m.ordered]
+    return ours + [p.name for p in list_peers() if p.available()]
+
+
+class Competitor:
+    """A competing process for the duration of a ``with`` block: ``spin`` (one busy core) or a command in a loop."""
+
+    def __init__(self, kind: str, cmd: Sequence[str] | None = None) -> None:
+        self.kind, self.cmd, self.proc = kind, cmd, None
+
+    def __enter__(self) -> Competitor:
+        if self.kind == "spin":
+            code = "while True:\n    pass\n"
+        elif self.kind == "same":
+            code = f"import subprocess\nwhile True:\n    subprocess.run({list(self.cmd)!r}, capture_output=True)\n"
+        else:
+            return self
+        self.proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+        time.sleep(0.5)  # let it start (and, for "same", get past its own start-up)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: the loop and its current child
+            self.proc.wait()
+
+
+def measure_cell(method: str, stack: Path, out: Path, *, repeats: int, threads: str, beside: str) -> dict:
+    cmd = command(method, stack, out, threads)
+    runs = []
+    for _ in range(repeats):
+        loadavg = load()
+        # the "same" competitor fuses into its own output file
+        with Competitor(beside, command(method, stack, out.with_name("competitor" + out.suffix), threads)):
+            r = run_timed(cmd)
+        if r["rc"] != 0:
+            return {"error": f"exit {r['rc']}: {r['stderr']}"}
+        if method in _peer_names():  # the wrapper reports the tool's CPU time and memory
+            r.update(json.loads(r["stdout"].strip().splitlines()[-1]))
+        r["load"] = loadavg
+        runs.append(r)
+    return {
+        "wall_s": round(statistics.median(r["wall_s"] for r in runs), 3),
+        "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 3),
+        "peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in runs), 1),
+        "walls": [round(r["wall_s"], 3) for r in runs],
+        "cpus": [round(r["cpu_s"], 3) for r in runs],
+        "load_1min": [r["load"][0] for r in runs],
+    }
+
+
+def run_grid(
+    methods: Sequence[str],
+    layers: Sequence[int],
+    megapixels: Sequence[float],
+    *,
+    repeats: int = 1,
+    max_seconds: float = 120.0,
+    threads: Sequence[str] = ("auto",),
+    beside: str = "none",
+    workdir: str | None = None,
+    log=print,
+) -> dict:
+    """Measure every (method, threads, N, MP) cell; returns ``{"machine": ..., "rows": [...]}``."""
+    rows = []
+    info = machine()
+    cells = sorted(((n, mp) for n in layers for mp in megapixels), key=lambda c: c[0] * c[1])
+    slow: set[tuple[str, str]] = set()  # (method, threads) that exceeded max_seconds
+    with tempfile.TemporaryDirectory(prefix="stackmff-grid-", dir=workdir) as tmp:
+        for n, mp in cells:
+            stack = Path(tmp) / f"n{n}_mp{mp}"
+            h, w = write_stack(stack, n, mp)
+            for method in methods:
+                for th in threads:
+                    row = {"method": method, "threads": th, "layers": n, "megapixels": mp, "height": h, "width": w}
+                    if (method, th) in slow:
+                        rows.append({**row, "skipped": f"slower than {max_seconds:.0f} s on a smaller cell"})
+                        continue
+                    out = Path(tmp) / f"{method}.jpg"
+                    for mode in ("alone", beside) if beside != "none" else ("alone",):
+                        res = measure_cell(
+                            method, stack, out, repeats=repeats, threads=th, beside="none" if mode == "alone" else mode
+                        )
+                        if "error" in res:
+                            rows.append({**row, "beside": mode, **res})
+                            log(f"{method} threads={th} N={n} {mp} MP {mode}: {res['error']}")
+                            break
+                        res["mp_layers_per_s"] = round(n * h * w / 1e6 / res["wall_s"], 3)
+                        rows.append({**row, "beside": mode, **res})
+                        log(
+                            f"{method:18s} threads={th:4s} N={n:3d} {mp:5.2f} MP {mode:5s}: wall {res['wall_s']:7.2f} s"
+                            f"  cpu {res['cpu_s']:7.2f} s  peak {res['peak_rss_mb']:7.0f} MB  load {res['load_1min']}"
+                        )
+                        if res["wall_s"] > max_seconds:
+                            slow.add((method, th))
+            for f in stack.iterdir():
+                f.unlink()
+            stack.rmdir()
+    info["loadavg_after"] = load()
+    return {"machine": info, "rows": rows}
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """``beside / alone`` wall and CPU ratios per (method, threads, N, MP) measured beside a competitor."""
+    alone = {(r["method"], r["threads"], r["layers"], r["megapixels"]): r for r in rows if r.get("beside") == "alone"}
+    out = []
+    for r in rows:
+        key = (r["method"], r["threads"], r["layers"], r["megapixels"])
+        if r.get("beside") not in (None, "alone") and "wall_s" in r and key in alone:
+            a = alone[key]
+            out.append(
+                {
+                    "method": key[0],
+                    "threads": key[1],
+                    "layers": key[2],
+                    "megapixels": key[3],
+                    "beside": r["beside"],
+                    "wall_ratio": round(r["wall_s"] / a["wall_s"], 2),
+                    "cpu_ratio": round(r["cpu_s"] / a["cpu_s"], 2),
+                }
+            )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ plots
+def plot(rows: list[dict], out_dir: Path) -> list[Path]:
+    """Time and peak memory against N (at the largest MP of the grid) and against MP (at the largest N)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if "wall_s" in r and r.get("beside", "alone") == "alone"]
+    if not ok:
+        return []
+    written = []
+    for axis, fixed in (("layers", "megapixels"), ("megapixels", "layers")):
+        # the fixed value: the largest one at which most methods have results
+        values = sorted({r[fixed] for r in ok})
+        at = max(values, key=lambda v: (len({r["method"] for r in ok if r[fixed] == v}), v))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+        for (method, th), sel in _groups([r for r in ok if r[fixed] == at]).items():
+            sel.sort(key=lambda r: r[axis])
+            label = method if th == "auto" else f"{method} ({th} threads)"
+            xs = [r[axis] for r in sel]
+            axes[0].plot(xs, [r["wall_s"] for r in sel], "o-", label=label)
+            axes[1].plot(xs, [r["peak_rss_mb"] for r in sel], "o-", label=label)
+        unit = "MP" if fixed == "megapixels" else "layers"
+        for ax, what in zip(axes, ("wall time of the whole command (s)", "peak resident memory (MB)"), strict=True):
+            ax.set_xlabel("layers N" if axis == "layers" else "megapixels per layer")
+            ax.set_ylabel(what)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0].set_title(f"time vs {'N' if axis == 'layers' else 'MP'} at {at:g} {unit}")
+        axes[1].set_title(f"memory vs {'N' if axis == 'layers' else 'MP'} at {at:g} {unit}")
+        axes[1].legend(fontsize=8)
+        path = out_dir / f"grid_vs_{'n' if axis == 'layers' else 'mp'}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    g: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        g.setdefault((r["method"], r["threads"]), []).append(r)
+    return g
+
+
+# ------------------------------------------------------------------------------------------------ main
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m pipelines.benchmarks.grid",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--params", help="read methods/layers/megapixels/repeats/max_seconds from this file's `bench:`")
+    p.add_argument("--methods", nargs="+", help="default: every registered method + installed external tools")
+    p.add_argument("--layers", type=int, nargs="+", default=[3, 8], help="N values")
+    p.add_argument("--megapixels", type=float, nargs="+", default=[0.25, 1.0], help="megapixels per layer")
+    p.add_argument("--repeats", type=int, default=1, help="runs per cell (median)")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="skip a method's larger cells after this")
+    p.add_argument("--threads", nargs="+", default=["auto"], help="--threads values of `stackmff fuse` to compare")
+    p.add_argument("--beside", choices=("none", "spin", "same"), default="none", help="competing process")
+    p.add_argument("--workdir", help="where the stacks are written (default: the system temp folder)")
+    p.add_argument("--out", required=True, help="folder for grid.json and the plots")
+    a = p.parse_args(argv)
+    if a.params:
+        from pipelines.config import load_params
+
+        b = load_params(a.params, "bench")
+        a.methods, a.layers, a.megapixels = b.methods or None, b.layers, b.megapixels
+        a.repeats, a.max_seconds = b.repeats, b.max_seconds
+    methods = available_methods(a.methods)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    log(f"grid: {methods} x N {a.layers} x MP {a.megapixels}, {a.repeats} repeat(s), load {load()}")
+    res = run_grid(
+        methods,
+        a.layers,
+        a.megapixels,
+        repeats=a.repeats,
+        max_seconds=a.max_seconds,
+        threads=a.threads,
+        beside=a.beside,
+        workdir=a.workdir,
+        log=log,
+    )
+    if a.beside != "none":
+        res["ratios"] = ratios(res["rows"])
+        for r in res["ratios"]:
+            log(f"ratio beside {r['beside']}: {r}")
+    out = Path(a.out)
+    _write_json(out / "grid.json", res)
+    for path in plot(res["rows"], out):
+        log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
