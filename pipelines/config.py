@@ -159,6 +159,8 @@ class ReportParams:
     metrics: list[str] = field(default_factory=list)  # table columns, in order; empty: all evaluated
     lower_is_better: list[str] = field(default_factory=list)  # metrics where smaller wins (errors, NIQE...)
     primary: dict[str, str] = field(default_factory=dict)  # benchmark -> metric used by the scatter plots
+    headline: list[str] = field(default_factory=lambda: ["psnr", "ssim"])  # DVC metrics (else the primary metric)
+    default_method: str = "stackmff_v3"  # paired per-scene differences are taken against this method
     crop: int = 160  # side of the crops shown per scene
     max_scenes: int = 12  # scenes shown with crops (the rest only in tables)
 

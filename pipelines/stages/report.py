@@ -5,9 +5,13 @@ Reads every ``<metrics>/<method>/<benchmark>.csv`` (tidy) and ``<runs>/<method>/
 
 - ``tables/quality.{md,tex,csv}``: methods × metrics per dataset, mean ± std, best in bold;
 - ``tables/resources.{md,tex,csv}``: runtime per stack and peak memory per method;
-- ``plots/*.png``: metric bars, quality vs runtime, quality vs N;
-- ``index.html``: everything above plus crops of fused images and index maps per scene, self-contained;
-- ``summary.json``: ``{dataset: {method: {metric: mean}}}``, declared as DVC metrics.
+- ``plots/*.png``: metric means, paired per-scene differences against ``report.default_method``, quality vs
+  runtime, quality vs N;
+- ``plots/dvc/{means,paired}/<dataset>.<metric>.json``: the data of the headline plots, for ``dvc plots``;
+- ``index.html``: everything above plus a flip/wipe viewer of fused images and index maps per scene, self-contained;
+- ``summary/<dataset>/<method>.json``: the headline numbers (``report.headline``, e.g. PSNR and SSIM; the dataset's
+  primary metric where it has none of them), declared as DVC metrics: one file per row of ``dvc metrics show``,
+  so the table stays a few columns wide.
 
 Usage (from ``dvc.yaml``)::
 
@@ -17,6 +21,8 @@ Usage (from ``dvc.yaml``)::
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,12 +31,15 @@ import pandas as pd
 from pipelines.config import ReportParams, load_params
 from pipelines.stages._common import parser, read_json, run_main, write_json
 from stackmff._checks import StackMFFError
-from stackmff.io import find_stack_scenes
+from stackmff.io import IMAGE_EXTENSIONS, find_stack_scenes, natural_key
 from stackmff.report import (
     SceneView,
     build_html,
+    headline,
     metric_tables,
+    paired_differences,
     plot_metric_bars,
+    plot_paired_differences,
     plot_quality_vs_n,
     plot_quality_vs_runtime,
     read_runs,
@@ -54,6 +63,42 @@ def _primary(params: ReportParams, dataset: str, available: Sequence[str]) -> st
         if m in available:
             return m
     return available[0] if available else None
+
+
+def _write_headline(head: dict, folder: Path) -> None:
+    """One JSON per dataset and method under ``folder`` (replaced as a whole: no file of a removed method stays)."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for dataset, methods in head.items():
+        for method, values in methods.items():
+            write_json(tmp / dataset / f"{method}.json", values)
+    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def _write_plot_data(head: dict, tidy: pd.DataFrame, reference: str, folder: Path) -> dict[str, pd.DataFrame]:
+    """Data files of the ``dvc plots`` definitions; returns dataset -> paired differences of its first headline metric.
+
+    ``means/<dataset>.<metric>.json``: ``[{method, mean}]`` per headline metric; ``paired/<dataset>.<metric>.json``:
+    ``[{method, scene, delta}]``, per-scene ``method - reference`` (only when the reference method was evaluated).
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    paired: dict[str, pd.DataFrame] = {}
+    for dataset, methods in head.items():
+        metrics = list(dict.fromkeys(k for v in methods.values() for k in v))
+        for metric in metrics:
+            rows = [{"method": m, "mean": v[metric]} for m, v in methods.items() if metric in v]
+            write_json(folder / "means" / f"{dataset}.{metric}.json", rows)
+        if not metrics:
+            continue
+        diff = paired_differences(tidy[tidy["dataset"] == dataset], reference, metrics[0])
+        if diff.empty:
+            continue
+        paired[dataset] = diff.assign(metric=metrics[0])
+        rows = [{"method": r.method, "scene": r.scene, "delta": round(float(r.delta), 4)} for r in diff.itertuples()]
+        write_json(folder / "paired" / f"{dataset}.{metrics[0]}.json", rows)
+    return paired
 
 
 # the no-reference blur check (metrics/blur_check.py), shown under the crops of scenes without a ground truth
@@ -94,15 +139,16 @@ def _scene_views(
             if by_ds[k] and len(picked) < params.max_scenes:
                 picked.append(by_ds[k].pop(0))
     gts: dict[str, dict[tuple[str, str], Path | None]] = {}
+    stacks: dict[str, dict[tuple[str, str], Path]] = {}
     views = []
     for row in picked:
         if row.benchmark not in gts:
             try:
-                gts[row.benchmark] = {
-                    (s.dataset, s.scene): s.ground_truth for s in find_stack_scenes(benchmarks / row.benchmark)
-                }
+                found = find_stack_scenes(benchmarks / row.benchmark)
             except StackMFFError:
-                gts[row.benchmark] = {}
+                found = []
+            gts[row.benchmark] = {(s.dataset, s.scene): s.ground_truth for s in found}
+            stacks[row.benchmark] = {(s.dataset, s.scene): s.stack_dir for s in found}
         methods = ok[(ok["benchmark"] == row.benchmark) & (ok["dataset"] == row.dataset) & (ok["scene"] == row.scene)]
         images, maps = {}, {}
         for m in sorted(methods["method"].unique()):
@@ -114,9 +160,17 @@ def _scene_views(
             if imap.is_file():
                 maps[m] = imap
         layers = int(row.layers) if row.layers == row.layers else None
-        gt = gts[row.benchmark].get((row.dataset, row.scene))
+        stack = stacks[row.benchmark].get((row.dataset, str(row.scene)))
+        sources = (
+            sorted((p for p in stack.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=natural_key)
+            if stack
+            else []
+        )
+        gt = gts[row.benchmark].get((row.dataset, str(row.scene)))
         captions = _blur_captions(tidy, row.dataset, str(row.scene)) if gt is None and tidy is not None else {}
-        views.append(SceneView(row.dataset, str(row.scene), images, maps, gt, layers, captions))
+        views.append(
+            SceneView(row.dataset, str(row.scene), images, maps, gt, layers, captions=captions, sources=sources)
+        )
     return views
 
 
@@ -128,7 +182,8 @@ def run(
     benchmarks_dir: str | Path,
     out: str | Path,
 ) -> dict:
-    """Build every report output under ``out``; returns the summary written to ``summary.json``."""
+    """Build every report output under ``out``; returns the headline numbers (``{dataset: {method: {metric: mean}}}``)
+    written to ``summary/``."""
     metrics_dir, runs_dir, fused_dir, out = Path(metrics_dir), Path(runs_dir), Path(fused_dir), Path(out)
     csvs = sorted(metrics_dir.glob("*/*.csv"))
     jsons = sorted(runs_dir.glob("*/*.json"))
@@ -149,13 +204,27 @@ def run(
     write_text(tdir / "resources.tex", to_latex(resources))
     write_csv(resources.cells.rename_axis("method").reset_index(), tdir / "resources.csv")
 
+    shown = params.metrics or sorted(summary["metric"].unique())
+    fallback = {}
+    for dataset in sorted(summary["dataset"].unique()):
+        available = [m for m in shown if m in set(summary[summary["dataset"] == dataset]["metric"])]
+        fallback[dataset] = _primary(params, dataset, available)
+    head = headline(summary, params.headline, {d: m for d, m in fallback.items() if m})
+
     pdir = out / "plots"
     plots: dict[str, Path] = {}
-    shown = params.metrics or sorted(summary["metric"].unique())
+    paired = _write_plot_data(head, tidy, params.default_method, pdir / "dvc")
     for metric in shown:
         p = plot_metric_bars(summary, metric, pdir / f"bars_{metric}.png")
         if p:
             plots[f"{metric} per dataset"] = p
+    if paired:
+        diffs = pd.concat(paired.values(), ignore_index=True)
+        for metric in sorted(diffs["metric"].unique()):
+            part = diffs[diffs["metric"] == metric]
+            p = plot_paired_differences(part, metric, params.default_method, pdir / f"paired_{metric}.png")
+            if p:
+                plots[f"{metric}: per-scene difference to {params.default_method}"] = p
     for dataset in sorted(summary["dataset"].unique()):
         available = [m for m in shown if m in set(summary[summary["dataset"] == dataset]["metric"])]
         metric = _primary(params, dataset, available)
@@ -198,13 +267,11 @@ def run(
         absent=absent,
         notes=notes,
         crop=params.crop,
+        default_method=params.default_method,
     )
-    result: dict = {}
-    for r in summary.itertuples(index=False):
-        result.setdefault(r.dataset, {}).setdefault(r.method, {})[r.metric] = round(float(r.mean), 6)
-    write_json(out / "summary.json", result)
+    _write_headline(head, out / "summary")
     log.info("report: %d tables, %d plots, %d absent methods", len(tables), len(plots), len(absent))
-    return result
+    return head
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -213,7 +280,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("runs", help="folder of <method>/<benchmark>.json runs files")
     p.add_argument("fused", help="folder of <method>/<benchmark>/<dataset>/<scene>.png")
     p.add_argument("benchmarks", help="folder of benchmark trees (ground truth for the crops)")
-    p.add_argument("out", help="report folder (index.html, tables/, plots/, summary.json)")
+    p.add_argument("out", help="report folder (index.html, tables/, plots/, summary/)")
     a = p.parse_args(argv)
     run(load_params(a.params, "report"), a.metrics, a.runs, a.fused, a.benchmarks, a.out)
     return 0

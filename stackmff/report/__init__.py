@@ -5,12 +5,14 @@ The report stage (``pipelines/stages/report.py``) calls these; they are library 
 """
 
 from .html import SceneView, build_html, select_crop, table_html
-from .plots import plot_metric_bars, plot_quality_vs_n, plot_quality_vs_runtime
+from .plots import plot_metric_bars, plot_paired_differences, plot_quality_vs_n, plot_quality_vs_runtime
 from .tables import (
     RUN_COLUMNS,
     TIDY_COLUMNS,
     Table,
+    headline,
     metric_tables,
+    paired_differences,
     read_runs,
     read_tidy,
     resource_table,
@@ -27,8 +29,11 @@ __all__ = [
     "SceneView",
     "Table",
     "build_html",
+    "headline",
     "metric_tables",
+    "paired_differences",
     "plot_metric_bars",
+    "plot_paired_differences",
     "plot_quality_vs_n",
     "plot_quality_vs_runtime",
     "read_runs",

@@ -1,17 +1,26 @@
-"""One self-contained HTML page for a benchmark: tables, plots and side-by-side crops of fused images per scene.
+"""One self-contained HTML page for a benchmark: tables, plots, a comparison viewer and crops per scene.
 
-Self-contained means no external request at all: CSS is inline and every image is a base64 ``data:`` URI, so the
-file can be mailed, attached to a CI run or opened offline.
+Self-contained means no external request at all: CSS and JavaScript are inline and every image is a base64
+``data:`` URI, so the file can be mailed, attached to a CI run or opened offline.
 
-The crop of each scene is placed where the methods disagree most (largest per-pixel standard deviation of luma
-across the fused images, averaged over the crop window), which is where a reader wants to look.
+Per scene, a viewer shows two images on the same full-resolution frame: any two of the methods, the ground truth,
+a few source layers and the index maps, compared by a wipe (a vertical divider, dragged or set by the slider) or by
+flipping, zoomed to fit or to 1-8 image pixels per screen pixel (scroll to pan, double-click to zoom in there).
+Viewer images are JPEG (quality 92, no chroma subsampling) at full resolution up to ``viewer_max_side`` pixels;
+index maps are PNG. Below it, crops placed where the methods disagree most (largest per-pixel standard deviation of
+luma across the fused images, averaged over the crop window), which is where a reader wants to look.
+
+Sections after the built-in ones are passed as ``sections=[(heading, html), ...]`` (e.g. panels of other stages);
+every ``<h2>`` gets an anchor and a line in the contents at the top of the page.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -48,6 +57,19 @@ figure{margin:0;text-align:center}
 figure img{display:block;image-rendering:pixelated;border:1px solid #c9ceda}
 figcaption{font-size:11px;color:#333;max-width:200px;overflow-wrap:anywhere}
 .absent{color:#a33}
+nav.toc{font-size:12.5px;margin:8px 0 0}nav.toc a{margin-right:14px}
+.viewer{margin:6px 0 12px}
+.vctl{display:flex;flex-wrap:wrap;gap:6px 14px;align-items:center;font-size:12.5px;margin:0 0 6px}
+.vctl select,.vctl button{font:inherit;padding:1px 4px}.vctl input[type=range]{width:180px}
+.vscroll{overflow:auto;max-height:78vh;border:1px solid #c9ceda;background:#2b2f38}
+.vstage{position:relative;line-height:0;user-select:none;touch-action:none;cursor:ew-resize}
+.vstage img{width:100%;height:auto;display:block}
+.vstage img.va{position:absolute;left:0;top:0;height:100%}
+.vstage.px img{image-rendering:pixelated}
+.vline{position:absolute;top:0;bottom:0;width:2px;margin-left:-1px;background:#ffd23f;pointer-events:none}
+.vbox{position:relative}
+.vlab{position:absolute;top:4px;z-index:2;font:12px system-ui,sans-serif;line-height:1.3;color:#fff;
+background:rgba(0,0,0,.6);padding:2px 6px;pointer-events:none}.vlab-a{left:4px}.vlab-b{right:4px}
 """
 
 
@@ -63,6 +85,7 @@ class SceneView:
         ground_truth: all-in-focus reference image, if the benchmark has one.
         layers: number of layers N of the stack (shown in the heading).
         captions: method -> extra caption line under its crop (e.g. the blur-check numbers of a real stack).
+        sources: the stack's source images (a few of them are offered in the viewer).
     """
 
     dataset: str
@@ -72,6 +95,7 @@ class SceneView:
     ground_truth: Path | None = None
     layers: int | None = None
     captions: Mapping[str, str] = field(default_factory=dict)
+    sources: Sequence[Path] = ()
 
 
 def _hwc(img: np.ndarray) -> np.ndarray:
@@ -86,6 +110,14 @@ def _png_uri(rgb: np.ndarray) -> str:
     if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
         raise RuntimeError("PNG encoding failed")
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def _jpeg_uri(rgb: np.ndarray, quality: int = 92) -> str:
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
+        raise RuntimeError("JPEG encoding failed")
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
 def _file_uri(path: str | os.PathLike) -> str:
@@ -142,7 +174,9 @@ def table_html(table: Table) -> str:
     )
 
 
-def _scene_html(view: SceneView, crop: int, thumb: int) -> str:
+def _scene_html(
+    view: SceneView, crop: int, thumb: int, *, default: str | None = None, max_side: int = 2048, source_layers: int = 4
+) -> str:
     fused = {m: _hwc(load_image(p)[0]) for m, p in sorted(view.fused.items())}
     gt = _hwc(load_image(view.ground_truth)[0]) if view.ground_truth else None
     if not fused:
@@ -154,6 +188,7 @@ def _scene_html(view: SceneView, crop: int, thumb: int) -> str:
         m: im if im.shape[:2] == (h, w) else cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA)
         for m, im in fused.items()
     }
+    viewer = _viewer_html(view, (h, w), same, gt, default=default, max_side=max_side, source_layers=source_layers)
     y, x, s = select_crop(list(same.values()), crop)
     scale = thumb / max(h, w)
     small = cv2.resize(ref, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
@@ -177,7 +212,10 @@ def _scene_html(view: SceneView, crop: int, thumb: int) -> str:
         figs.append(f"<figure>{''.join(parts)}<figcaption>{cap}</figcaption></figure>")
     n = f", N = {view.layers}" if view.layers else ""
     title = f"{html.escape(view.dataset)} / {html.escape(view.scene)}{n}"
-    return f'<h3 id="{html.escape(view.dataset)}-{html.escape(view.scene)}">{title}</h3><div class="scene">{"".join(figs)}</div>'
+    return (
+        f'<h3 id="{html.escape(view.dataset)}-{html.escape(view.scene)}">{title}</h3>{viewer}'
+        f'<div class="scene">{"".join(figs)}</div>'
+    )
 
 
 def _crop_img(rgb: np.ndarray, disp: int, *, nearest: bool = False) -> str:
@@ -189,6 +227,137 @@ def _crop_img(rgb: np.ndarray, disp: int, *, nearest: bool = False) -> str:
 
 def _crop_fig(rgb: np.ndarray, caption: str, disp: int) -> str:
     return f"<figure>{_crop_img(rgb, disp)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def _pick_layers(n: int, k: int) -> list[int]:
+    """``k`` evenly spaced indices of ``n`` layers, first and last included (all when ``n <= k``)."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+
+
+def _viewer_html(
+    view: SceneView,
+    frame: tuple[int, int],
+    fused: Mapping[str, np.ndarray],
+    gt: np.ndarray | None,
+    *,
+    default: str | None,
+    max_side: int,
+    source_layers: int,
+) -> str:
+    """The flip/wipe viewer of one scene: every entry drawn on the reference frame ``(h, w)``."""
+    h, w = frame
+    scale = min(1.0, max_side / max(h, w)) if max_side > 0 else 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+    def fit(rgb: np.ndarray, nearest: bool = False) -> np.ndarray:
+        if rgb.shape[1::-1] == size:
+            return rgb
+        return cv2.resize(rgb, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+    entries = [{"name": m, "src": _jpeg_uri(fit(im))} for m, im in fused.items()]
+    if gt is not None:
+        entries.append({"name": "ground truth", "src": _jpeg_uri(fit(gt))})
+    for m, p in sorted(view.index_maps.items()):
+        entries.append({"name": f"index map: {m}", "src": _png_uri(fit(_hwc(load_image(p)[0]), nearest=True))})
+    sources = list(view.sources)
+    for i in _pick_layers(len(sources), source_layers):
+        entries.append(
+            {"name": f"layer {i + 1}/{len(sources)}", "src": _jpeg_uri(fit(_hwc(load_image(sources[i])[0])))}
+        )
+    names = [e["name"] for e in entries]
+    a = names.index(default) if default in names else 0
+    b = names.index("ground truth") if gt is not None else (1 if len(names) > 1 and a != 1 else 0)
+    if b == a and len(names) > 1:
+        b = 1 - a if a < 2 else 0
+    data = {"width": size[0], "height": size[1], "scale": scale, "a": a, "b": b, "entries": entries}
+    opts = "".join(f'<option value="{i}">{html.escape(n)}</option>' for i, n in enumerate(names))
+    note = f"shown at {size[0]}×{size[1]}" + (f" (source {w}×{h} downscaled)" if scale < 1 else " (full resolution)")
+    payload = json.dumps(data).replace("</", "<\\/")
+    return (
+        '<div class="viewer">'
+        '<div class="vctl">'
+        f'<label>A (left) <select class="vsel-a">{opts}</select></label>'
+        f'<label>B (right) <select class="vsel-b">{opts}</select></label>'
+        '<label>mode <select class="vmode"><option value="wipe">wipe</option><option value="flip">flip</option>'
+        "</select></label>"
+        '<label>wipe <input class="vwipe" type="range" min="0" max="100" step="0.5" value="50"></label>'
+        '<button type="button" class="vflip" title="show the other image (flip mode)">flip A/B</button>'
+        '<button type="button" class="vswap" title="exchange A and B">swap</button>'
+        '<label>zoom <select class="vzoom"><option value="fit">fit</option><option value="1">1:1</option>'
+        '<option value="2">2×</option><option value="4">4×</option><option value="8">8×</option></select></label>'
+        f'<span class="meta">{note}; drag on the image moves the wipe, double-click zooms in</span>'
+        "</div>"
+        '<div class="vbox"><span class="vlab vlab-a"></span><span class="vlab vlab-b"></span><div class="vscroll">'
+        '<div class="vstage"><img class="vb" alt="B"><img class="va" alt="A"><div class="vline"></div></div></div></div>'
+        f'<script type="application/json" class="vdata">{payload}</script>'
+        "</div>"
+    )
+
+
+_VIEWER_JS = """
+(function () {
+  function init(v) {
+    var d = JSON.parse(v.querySelector('script.vdata').textContent), E = d.entries;
+    var q = function (s) { return v.querySelector(s); };
+    var selA = q('.vsel-a'), selB = q('.vsel-b'), mode = q('.vmode'), wipe = q('.vwipe'), zoom = q('.vzoom');
+    var scroll = q('.vscroll'), stage = q('.vstage'), imgA = q('img.va'), imgB = q('img.vb'), line = q('.vline');
+    var labA = q('.vlab-a'), labB = q('.vlab-b'), showA = true, drag = false;
+    selA.value = d.a; selB.value = d.b;
+    function width() {
+      var z = zoom.value;
+      return z === 'fit' ? Math.min(scroll.clientWidth || d.width, d.width) : d.width * Number(z);
+    }
+    function render() {
+      var a = E[selA.value], b = E[selB.value], pos = Number(wipe.value), wiping = mode.value === 'wipe';
+      if (imgA.getAttribute('src') !== a.src) imgA.src = a.src;
+      if (imgB.getAttribute('src') !== b.src) imgB.src = b.src;
+      stage.style.width = width() + 'px';
+      stage.classList.toggle('px', zoom.value !== 'fit' && Number(zoom.value) > 1);
+      imgA.style.clipPath = wiping ? 'inset(0 ' + (100 - pos) + '% 0 0)' : 'none';
+      imgA.style.visibility = wiping || showA ? 'visible' : 'hidden';
+      line.style.display = wiping ? 'block' : 'none';
+      line.style.left = pos + '%';
+      labA.textContent = 'A: ' + a.name; labB.textContent = 'B: ' + b.name;
+      labA.style.opacity = wiping || showA ? 1 : 0.35; labB.style.opacity = wiping || !showA ? 1 : 0.35;
+      v.dataset.state = JSON.stringify({a: a.name, b: b.name, mode: mode.value, wipe: pos, zoom: zoom.value,
+        shown: wiping ? 'both' : (showA ? a.name : b.name), width: stage.getBoundingClientRect().width});
+    }
+    function rezoom(z, cx, cy) {  // keep the image point under (cx, cy) of the scroll box in place
+      var r = scroll.getBoundingClientRect(), old = stage.getBoundingClientRect().width || 1;
+      cx = cx === undefined ? r.width / 2 : cx; cy = cy === undefined ? r.height / 2 : cy;
+      var fx = (scroll.scrollLeft + cx) / old, fy = (scroll.scrollTop + cy) / old;
+      zoom.value = z; render();
+      var now = stage.getBoundingClientRect().width;
+      scroll.scrollLeft = fx * now - cx; scroll.scrollTop = fy * now - cy;
+    }
+    function wipeAt(e) {
+      var r = stage.getBoundingClientRect();
+      wipe.value = Math.max(0, Math.min(100, 100 * (e.clientX - r.left) / r.width)); render();
+    }
+    [selA, selB, mode, wipe].forEach(function (el) { el.addEventListener('input', render); });
+    [selA, selB, mode].forEach(function (el) { el.addEventListener('change', render); });
+    zoom.addEventListener('change', function () { rezoom(zoom.value); });
+    q('.vflip').addEventListener('click', function () { if (mode.value !== 'flip') mode.value = 'flip';
+      showA = !showA; render(); });
+    q('.vswap').addEventListener('click', function () { var t = selA.value; selA.value = selB.value;
+      selB.value = t; render(); });
+    stage.addEventListener('pointerdown', function (e) { if (mode.value !== 'wipe') return; drag = true;
+      try { stage.setPointerCapture(e.pointerId); } catch (err) { /* synthetic events have no pointer */ }
+      wipeAt(e); });
+    stage.addEventListener('pointermove', function (e) { if (drag) wipeAt(e); });
+    stage.addEventListener('pointerup', function () { drag = false; });
+    stage.addEventListener('dblclick', function (e) {
+      var r = scroll.getBoundingClientRect(), z = zoom.value === 'fit' ? 1 : Math.min(8, 2 * Number(zoom.value));
+      rezoom(String(z), e.clientX - r.left, e.clientY - r.top);
+    });
+    window.addEventListener('resize', render);
+    render();
+  }
+  document.querySelectorAll('.viewer').forEach(init);
+})();
+"""
 
 
 def build_html(
@@ -203,6 +372,10 @@ def build_html(
     notes: Sequence[str] = (),
     crop: int = 160,
     thumb: int = 240,
+    sections: Sequence[tuple[str, str]] = (),
+    default_method: str | None = None,
+    viewer_max_side: int = 2048,
+    source_layers: int = 4,
 ) -> Path:
     """Write the self-contained report page.
 
@@ -217,6 +390,11 @@ def build_html(
         notes: extra paragraphs (plain text).
         crop: crop side in source pixels.
         thumb: overview thumbnail size in pixels.
+        sections: ``(heading, html)`` pairs appended as ``<h2>`` sections after the scenes (trusted HTML made by
+            other report stages; the heading is escaped).
+        default_method: the method shown first (as A) in each scene's viewer.
+        viewer_max_side: longest side of the viewer images (larger frames are downscaled; 0 = never).
+        source_layers: source layers offered in the viewer (evenly spaced, first and last included).
 
     Returns:
         The written path.
@@ -255,9 +433,40 @@ def build_html(
     if scenes:
         out.append("<h2>Scenes</h2>")
         out.append(
-            '<p class="meta">crops where the methods differ most; below each fused crop its index map '
-            "(colour = source layer), when the method picks one layer per pixel</p>"
+            '<p class="meta">viewer: pick any two of the methods, the ground truth, index maps and source layers; '
+            "wipe or flip between them at any zoom. Below: crops where the methods differ most; under each fused "
+            "crop its index map (colour = source layer), when the method picks one layer per pixel</p>"
         )
-        out += [_scene_html(v, crop, thumb) for v in scenes]
+        out += [
+            _scene_html(v, crop, thumb, default=default_method, max_side=viewer_max_side, source_layers=source_layers)
+            for v in scenes
+        ]
+    for heading, body in sections:
+        out.append(f"<h2>{html.escape(heading)}</h2>{body}")
+    if scenes:
+        out.append(f"<script>{_VIEWER_JS}</script>")
     out.append("</body></html>")
-    return write_text(path, "\n".join(out) + "\n")
+    return write_text(path, _with_toc("\n".join(out) + "\n"))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+
+
+def _with_toc(page: str) -> str:
+    """Give every ``<h2>`` an id and put a line of links to them after the page's first paragraph."""
+    links, seen = [], set()
+
+    def anchor(m: re.Match) -> str:
+        label = re.sub(r"<[^>]+>", "", m.group(1))
+        slug = _slug(html.unescape(label))
+        while slug in seen:
+            slug += "-x"
+        seen.add(slug)
+        links.append(f'<a href="#{slug}">{label}</a>')
+        return f'<h2 id="{slug}">{m.group(1)}</h2>'
+
+    page = re.sub(r"<h2>(.*?)</h2>", anchor, page)
+    if len(links) < 2:
+        return page
+    return page.replace("</p>", f'</p><nav class="toc">{"".join(links)}</nav>', 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 
@@ -50,20 +51,41 @@ def test_publish_task_fn_copies_report(tmp_path, prefect_server):
 @pytest.mark.slow
 def test_benchmark_flow_on_real_server(tree, prefect_server, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")  # focus_stack absent on purpose
-    html = bflow.benchmark(params_file=str(tree / "params.yaml"), root=str(tree))
+    result = bflow.benchmark(params_file=str(tree / "params.yaml"), root=str(tree))
     text = (tree / "reports" / "index.html").read_text()
-    assert html.endswith("index.html") and "focus_stack" in text and "absent" in text
+    assert result["report"] == str((tree / "reports" / "index.html").resolve())
+    assert "focus_stack" in text and "absent" in text
+    # structured result: headline numbers as in the DVC metrics files, per-method status and timing
+    fm = json.loads((tree / "reports" / "summary" / "proc" / "focus_measure.json").read_text())
+    assert result["headline"]["proc"]["focus_measure"] == fm and set(fm) == {"psnr"}
+    assert result["methods"]["focus_measure"]["synthetic"]["status"] == "ok"
+    assert result["methods"]["focus_measure"]["synthetic"]["stacks"] == 2
+    assert result["methods"]["focus_measure"]["synthetic"]["seconds_per_stack"] > 0
+    assert result["methods"]["focus_stack"]["synthetic"]["status"] == "absent"
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    async def names():
+    async def read():
         async with get_client() as c:
             runs = await c.read_task_runs()
-            return {r.name for r in runs}
+            arts = await c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=KEYS)))
+            logs = await c.read_logs()
+            return {r.name for r in runs}, {a.key: a for a in arts}, [lg.message for lg in logs]
 
     import asyncio
 
-    got = asyncio.run(names())
-    assert {"fuse focus_measure on synthetic", "evaluate focus_measure on synthetic", "report"} <= got
+    KEYS = ["benchmark-headline", "benchmark-report"]
+    names, arts, logs = asyncio.run(read())
+    assert {"fuse focus_measure on synthetic", "evaluate focus_measure on synthetic", "report"} <= names
+    assert set(arts) == set(KEYS)
+    table = arts["benchmark-headline"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    row = next(r for r in table if r["method"] == "focus_measure" and r["dataset"] == "proc")
+    assert row["psnr"] == fm["psnr"]
+    assert (tree / "reports" / "index.html").resolve().as_uri() in arts["benchmark-report"].data
+    assert any(m.startswith("fuse focus_measure on synthetic: 2 stacks,") and "s/stack" in m for m in logs)
+    assert any(m.startswith("fuse focus_stack on synthetic: absent, no stack fused") for m in logs)
+    assert any(m.startswith("evaluate focus_measure on synthetic: ") for m in logs)
 
 
 @pytest.mark.slow

@@ -134,7 +134,31 @@ def test_evaluate_then_report(bench, tmp_path):
         rp, tmp_path / "metrics", tmp_path / "runs", tmp_path / "fused", bench.parent, tmp_path / "rep"
     )
     mean_psnr = df[(df.metric == "psnr") & (df.dataset == "proc")]["value"].mean()
-    assert summary["proc"]["focus_measure"]["psnr"] == pytest.approx(mean_psnr, rel=1e-5)
+    assert summary["proc"]["focus_measure"]["psnr"] == pytest.approx(mean_psnr, abs=1e-4)
+    # DVC metrics: headline numbers only (psnr, ssim), one small file per dataset and method
+    assert set(summary["proc"]["focus_measure"]) == {"psnr", "ssim"}
+    on_disk = json.loads((tmp_path / "rep" / "summary" / "proc" / "focus_measure.json").read_text())
+    assert on_disk == summary["proc"]["focus_measure"]
+    assert sorted(p.name for p in (tmp_path / "rep" / "summary" / "proc").iterdir()) == [
+        "focus_measure.json",
+        "laplacian_pyramid.json",
+    ]
+    # dvc plots data: means per method, and per-scene differences against report.default_method
+    means = json.loads((tmp_path / "rep" / "plots" / "dvc" / "means" / "proc.psnr.json").read_text())
+    assert {r["method"]: r["mean"] for r in means} == {m: v["psnr"] for m, v in summary["proc"].items()}
+    assert not (tmp_path / "rep" / "plots" / "dvc" / "paired").exists()  # stackmff_v3 (the default) not evaluated
+    rp2 = ReportParams(metrics=["psnr", "ssim", "qabf"], headline=["psnr"], default_method="focus_measure")
+    report.run(rp2, tmp_path / "metrics", tmp_path / "runs", tmp_path / "fused", bench.parent, tmp_path / "rep")
+    lp = pd.read_csv(tmp_path / "metrics" / "laplacian_pyramid" / "synthetic.csv", dtype={"scene": str})
+    want = (
+        lp[(lp.metric == "psnr") & (lp.dataset == "proc")].set_index("scene")["value"]
+        - df[(df.metric == "psnr") & (df.dataset == "proc")].set_index("scene")["value"]
+    )
+    paired = json.loads((tmp_path / "rep" / "plots" / "dvc" / "paired" / "proc.psnr.json").read_text())
+    assert {r["scene"]: r["delta"] for r in paired} == pytest.approx(want.to_dict(), abs=1e-4)
+    assert {r["method"] for r in paired} == {"laplacian_pyramid"}
+    assert (tmp_path / "rep" / "plots" / "paired_psnr.png").is_file()
+    assert json.loads((tmp_path / "rep" / "summary" / "proc" / "focus_measure.json").read_text()).keys() == {"psnr"}
     for f in (
         "index.html",
         "tables/quality.md",
@@ -143,7 +167,6 @@ def test_evaluate_then_report(bench, tmp_path):
         "tables/resources.md",
         "plots/bars_psnr.png",
         "plots/layers_proc.png",
-        "summary.json",
     ):
         assert (tmp_path / "rep" / f).is_file(), f
     html = (tmp_path / "rep" / "index.html").read_text()

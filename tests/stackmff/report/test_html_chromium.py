@@ -96,7 +96,8 @@ def test_page_renders_images_load_and_wide_tables_scroll_in_place(page):
     m = re.search(r'<pre id="probe">(.*?)</pre>', res.stdout)
     assert m, res.stdout[-500:]
     p = json.loads(m.group(1).replace("&quot;", '"'))
-    assert p["images"] == 5 and p["loaded"] == p["images"]  # plot + overview + gt crop + 2 fused crops, all decoded
+    # plot + viewer A and B + overview + gt crop + 2 fused crops, all decoded
+    assert p["images"] == 7 and p["loaded"] == p["images"]
     assert p["wraps"] == 1 and p["wide"] == 1  # the 16-metric table overflows its container ...
     assert p["page_overflow"] <= 0  # ... but not the page
     assert p["sticky"]["moved"] > 0 and abs(p["sticky"]["shift"]) < 1  # scrolled, the method column stayed put
