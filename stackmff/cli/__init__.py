@@ -121,7 +121,7 @@ def _error_line(exc: BaseException) -> str:
         if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return f"could not write{where}: {exc.strerror}; free disk space or choose another output folder"
         if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return f"permission denied for{where or ' a file'}; choose a folder you can write to or fix its permissions"
+            return f"permission denied for{where or ' a file'}; fix its permissions or choose another path"
         if code == errno.ENOTDIR:
             return f"{where.strip() or 'a path'} has a parent that is a file, not a folder; choose another path"
         if code == errno.EISDIR:
