@@ -87,13 +87,14 @@ def _setup_warnings(verbose: int) -> None:
         if verbose:
             log.warning("%s: %s (%s:%d)", category.__name__, text, Path(filename).name, lineno)
             return
+        if issubclass(category, DeprecationWarning | FutureWarning | PendingDeprecationWarning):
+            return  # about library versions, not about the user's images
         ours = _our_words(category, text)
         if ours not in seen:
             seen.add(ours)
             log.warning("%s (run with -v for details)", ours)
 
     warnings.showwarning = show
-    warnings.simplefilter("default")
     root = logging.getLogger()
     root.handlers[:] = [logging.StreamHandler(sys.stderr)] if verbose else [logging.NullHandler()]
     root.handlers[0].setFormatter(_OneLineFormatter())
@@ -108,8 +109,6 @@ def _our_words(category: type, text: str) -> str:
         k in low for k in ("invalid", "divide", "nan", "overflow", "empty")
     ):
         return "a numerical problem (NaN, division by zero, empty region) occurred; check for blank or tiny images"
-    if issubclass(category, DeprecationWarning | FutureWarning | PendingDeprecationWarning):
-        return "a library reported a deprecation (harmless for the result)"
     return "a library reported a problem while processing the images"
 
 
