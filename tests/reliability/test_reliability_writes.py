@@ -370,3 +370,22 @@ def test_signal_during_the_write_leaves_no_temp_and_no_output(tmp_path, sig):
     assert proc.wait(timeout=120) == 130
     assert stderr_lines(err) == ["stackmff: interrupted"], err
     assert files_under(tmp_path) == before  # the temp file is gone, nothing else appeared
+
+
+def test_method_options_are_typed_from_the_signature():
+    from stackmff.fusion import get_fusion_method
+
+    fm = get_fusion_method("focus_measure")
+    got = fm.check_options({"window": np.float32(2.5), "consistency": np.int64(3), "smooth_radius": None})
+    assert got == {"window": 2.5, "consistency": 3, "smooth_radius": None} and type(got["consistency"]) is int
+    for bad, says in (
+        ({"window": "wide"}, "must be a number"),
+        ({"consistency": 2.5}, "must be an integer"),
+        ({"window": float("nan")}, "finite number"),
+        ({"measure": "nope"}, "one of laplacian_energy, sml"),
+        ({"windw": 2}, "has no option 'windw'"),
+    ):
+        with pytest.raises(Exception, match=says):
+            fm.check_options(bad)
+    v3 = get_fusion_method("stackmff_v3")
+    assert v3.check_options({"weights": ROOT / "weights" / "stackmff_v3.pt", "device": "cpu"})["device"] == "cpu"
