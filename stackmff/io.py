@@ -789,6 +789,7 @@ class OutputSet:
         self.overwrite = overwrite
         self._staged: list[tuple[Path, Path]] = []
         self._swept: set[Path] = set()
+        self._made_dirs: list[Path] = []
 
     def __enter__(self) -> OutputSet:
         return self
@@ -809,7 +810,9 @@ class OutputSet:
         if any(f == final for _, f in self._staged):
             raise StackMFFError(f"two outputs of this command are both {final}; give them different names")
         parent = final.parent
+        missing = [d for d in (parent, *parent.parents) if not d.exists()]
         parent.mkdir(parents=True, exist_ok=True)
+        self._made_dirs.extend(missing)  # removed again (when empty) if the set is discarded
         if parent not in self._swept:
             self._swept.add(parent)
             sweep_stale_temps(parent)
@@ -847,6 +850,13 @@ class OutputSet:
             except OSError:
                 pass
         self._staged.clear()
+        for d in sorted(set(self._made_dirs), key=lambda p: len(p.parts), reverse=True):  # deepest first: the
+            # folders this set created, if nothing else was put there
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        self._made_dirs.clear()
 
     def commit(self) -> list[Path]:
         """Give every staged file its final name; on any failure nothing of this set remains."""

@@ -111,13 +111,14 @@ def _setup_warnings(verbose: int) -> None:
         if verbose:
             log.warning("%s: %s (%s:%d)", category.__name__, text, Path(filename).name, lineno)
             return
+        if issubclass(category, DeprecationWarning | FutureWarning | PendingDeprecationWarning):
+            return  # about library versions, not about the user's images
         ours = _our_words(category, text)
         if ours not in seen:
             seen.add(ours)
             log.warning("%s (run with -v for details)", ours)
 
     warnings.showwarning = show
-    warnings.simplefilter("default")
     root = logging.getLogger()
     root.handlers[:] = [logging.StreamHandler(sys.stderr)] if verbose else [logging.NullHandler()]
     root.handlers[0].setFormatter(_OneLineFormatter())
@@ -132,8 +133,6 @@ def _our_words(category: type, text: str) -> str:
         k in low for k in ("invalid", "divide", "nan", "overflow", "empty")
     ):
         return "a numerical problem (NaN, division by zero, empty region) occurred; check for blank or tiny images"
-    if issubclass(category, DeprecationWarning | FutureWarning | PendingDeprecationWarning):
-        return "a library reported a deprecation (harmless for the result)"
     return "a library reported a problem while processing the images"
 
 
@@ -145,7 +144,7 @@ def _error_line(exc: BaseException) -> str:
         if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return f"could not write{where}: {exc.strerror}; free disk space or choose another output folder"
         if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return f"permission denied for{where or ' a file'}; choose a folder you can write to or fix its permissions"
+            return f"permission denied for{where or ' a file'}; fix its permissions or choose another path"
         if code == errno.ENOTDIR:
             return f"{where.strip() or 'a path'} has a parent that is a file, not a folder; choose another path"
         if code == errno.EISDIR:

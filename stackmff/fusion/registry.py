@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import numbers
+import os
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,16 +101,18 @@ def _coerce_option(method: str, key: str, value, hint) -> object:
             if value in typing.get_args(t):
                 return value
             continue
-        if t is bool and isinstance(value, bool):
-            return value
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
+        if t is bool and isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if t is int and isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
             if value < 0:
                 raise StackMFFError(f"option {key} of {method} must be >= 0, got {value}")
-            return value
-        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return int(value)
+        if t is float and isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
             if not math.isfinite(value) or value < 0:
                 raise StackMFFError(f"option {key} of {method} must be a finite number >= 0, got {value}")
             return float(value)
+        if t is Path and isinstance(value, os.PathLike):
+            return value
         if t in (str, Path) and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     want = " or ".join(_type_name(t) for t in allowed) + (" or null" if type(None) in args else "")

@@ -159,6 +159,11 @@ def fuse_to_file(
         planned_outputs(output, index_map=index_map, save_transforms=save_to), overwrite=overwrite, inputs=files
     )
     method_options = fm.check_options(method_options or {})
+    if align != "none" and (align_options or {}).get("transforms") is not None:
+        from ..align import load_transforms
+
+        if isinstance(align_options["transforms"], (str, Path)):
+            load_transforms(align_options["transforms"])  # a missing or malformed file fails now, not after loading
     t0 = time.perf_counter()
     # the learned methods read the stack region by region: keep the decoded 8/16-bit pixels (4x/2x less memory)
     stack = load_stack(files, compact=fm.learned)

@@ -194,6 +194,13 @@ CASES = [
     Case("weights-missing", _fuse("--weights", "nothere.pt"), 2, "not found"),
     Case("weights-corrupt", _with(_corrupt_weights, _fuse("--weights", "REPLACE")), 2, "cannot read weights"),
     Case("method-unknown", _fuse("-m", "nope"), 2, "unknown method 'nope'"),
+    Case("transforms-missing", _fuse(*FM[:2], "--transforms", "nothere.json"), 2, "nothere.json does not exist"),
+    Case(
+        "transforms-malformed",
+        _with(_make("t.json", b"{not json"), _fuse(*FM[:2], "--transforms", "T")),
+        2,
+        "t.json",
+    ),
     # output paths
     Case("ext-unsupported", _fuse(*FM, out="out.gif"), 2, "unknown extension .gif"),
     Case("ext-none", _fuse(*FM, out="out"), 2, "unknown extension (none)"),

@@ -39,21 +39,44 @@ def _one_error(capfd, code: int, says: str, rc: int = 2) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- writes
-def test_failing_write_leaves_nothing_and_says_so(tmp_path, capfd):
-    """The kernel refuses the write (file-size limit: EFBIG, as a full disk gives ENOSPC): no 'wrote', no file."""
+@pytest.mark.parametrize("command", ["fuse", "align"])
+def test_failing_write_leaves_nothing_and_says_so(tmp_path, capfd, command):
+    """The kernel refuses a write (file-size limit: EFBIG, as a full disk gives ENOSPC): no 'wrote', no partial file,
+    not even the output folder the command created; align leaves no subset of the layers."""
     write_stack(tmp_path / "st")
     before = files_under(tmp_path)
+    argv = {
+        "fuse": ["fuse", str(tmp_path / "st"), "-o", str(tmp_path / "new" / "out.png"), *FM],
+        "align": ["align", str(tmp_path / "st"), "-o", str(tmp_path / "al")],
+    }[command]
+    limit = 1000  # the fused PNG and each aligned layer are ~5 kB
     old = resource.getrlimit(resource.RLIMIT_FSIZE)
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     capfd.readouterr()
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, old[1]))  # the fused PNG is ~5 kB
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
     try:
-        code = main(["fuse", str(tmp_path / "st"), "-o", str(tmp_path / "out.png"), *FM])
+        code = main(argv)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, old)
         signal.signal(signal.SIGXFSZ, old_handler)
-    _one_error(capfd, code, f"could not write {tmp_path / 'out.png'}")
-    assert files_under(tmp_path) == before  # no truncated PNG, no temp file
+    _one_error(capfd, code, "could not write")
+    assert files_under(tmp_path) == before  # no truncated PNG, no temp file, no first layers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]  # nor the folders made for the outputs
+
+
+def test_a_later_failing_write_discards_the_earlier_files_of_the_set(tmp_path):
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        with pytest.raises(Exception, match=r"could not write .*big\.bin"):
+            with OutputSet() as outs:
+                outs.write_bytes(tmp_path / "sub" / "small.bin", b"x" * 100)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (1000, old[1]))
+                outs.write_bytes(tmp_path / "sub" / "big.bin", b"x" * 5000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_concurrent_run_cannot_replace_the_other_output(tmp_path, capfd, monkeypatch):
@@ -347,3 +370,22 @@ def test_signal_during_the_write_leaves_no_temp_and_no_output(tmp_path, sig):
     assert proc.wait(timeout=120) == 130
     assert stderr_lines(err) == ["stackmff: interrupted"], err
     assert files_under(tmp_path) == before  # the temp file is gone, nothing else appeared
+
+
+def test_method_options_are_typed_from_the_signature():
+    from stackmff.fusion import get_fusion_method
+
+    fm = get_fusion_method("focus_measure")
+    got = fm.check_options({"window": np.float32(2.5), "consistency": np.int64(3), "smooth_radius": None})
+    assert got == {"window": 2.5, "consistency": 3, "smooth_radius": None} and type(got["consistency"]) is int
+    for bad, says in (
+        ({"window": "wide"}, "must be a number"),
+        ({"consistency": 2.5}, "must be an integer"),
+        ({"window": float("nan")}, "finite number"),
+        ({"measure": "nope"}, "one of laplacian_energy, sml"),
+        ({"windw": 2}, "has no option 'windw'"),
+    ):
+        with pytest.raises(Exception, match=says):
+            fm.check_options(bad)
+    v3 = get_fusion_method("stackmff_v3")
+    assert v3.check_options({"weights": ROOT / "weights" / "stackmff_v3.pt", "device": "cpu"})["device"] == "cpu"
