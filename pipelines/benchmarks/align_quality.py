@@ -100,10 +100,13 @@ def make_cases(image: np.ndarray, disp: np.ndarray, n: int, *, seed: int, breath
         mats.append(m)
     mats = np.stack(mats)
 
-    def gt_warped(res) -> np.ndarray:
-        # output pixel x (crop offset added) shows aif(M_ref^-1 x)
+    def gt_warped(res, positions: list[int] | None = None) -> np.ndarray:
+        # output pixel x (crop offset added) shows aif(M_ref^-1 x); positions: original index of each layer
         x0, y0, cw, ch = res.crop if not res.skipped else (0, 0, w, h)
-        m_ref = mats[res.reference] if not res.skipped else np.eye(3)
+        ref = res.reference if positions is None else positions[res.reference]
+        if ref is None:
+            raise RuntimeError(f"an invalid layer ({res.reference}) became the reference")
+        m_ref = mats[ref] if not res.skipped else np.eye(3)
         shift = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]])
         a = to_canvas @ np.linalg.inv(m_ref) @ shift  # output pixel -> canvas pixel of the aif
         out = cv2.warpAffine(
@@ -118,7 +121,10 @@ def make_cases(image: np.ndarray, disp: np.ndarray, n: int, *, seed: int, breath
         big, layers=np.stack(warped).astype(np.float32), aif=big.aif[frame], index=big.index[frame[1:]]
     )
     bad_b = inject_invalid_layers(warped_stack, seed + 4, kinds=("blurred", "exposure", "noisy"), count=3)
-    cases["breathing_invalid"] = (bad_b.layers, gt_warped)
+    # valid layers keep their order; invalid ones are never the reference (checked in gt_warped)
+    positions = list(np.cumsum([k == "valid" for k in bad_b.kinds]) - 1)
+    positions = [p if k == "valid" else None for p, k in zip(positions, bad_b.kinds, strict=True)]
+    cases["breathing_invalid"] = (bad_b.layers, lambda res: gt_warped(res, positions))
     return cases
 
 

@@ -475,3 +475,16 @@ def test_phone_stack_gets_affine_and_subpixel_residuals(shared_data):
     res = align_stack(stack)
     assert res.mode == "affine" and res.failed == [] and res.invalid == {}
     assert np.nanmax(res.residuals) < 0.5 and res.reference not in (0, len(stack) - 1)
+
+
+def test_registered_compact_stack_is_returned_as_is(tmp_path):
+    """8-bit stacks loaded compactly (as the learned methods do) are checked without a float copy of the stack."""
+    from stackmff.io import load_stack
+
+    layers = _gt_cases(size=(224, 256), n=5)["invalid"][0]
+    folder = _write_stack(tmp_path / "in", layers)
+    comp = load_stack(folder, compact=True)
+    res = align_stack(comp.images)
+    assert res.skipped and res.images is comp.images and len(res.invalid) >= 2
+    full = align_stack(load_stack(folder).images)
+    assert full.invalid == res.invalid and full.reference == res.reference
