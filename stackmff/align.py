@@ -1037,7 +1037,7 @@ def _residuals(
     pyrs: list[list[np.ndarray]], mats_work: list[np.ndarray], parent: dict[int, int], level: int, to_full: float
 ) -> np.ndarray:
     """Per layer, the registration error left after alignment (px, input resolution): the median displacement of the
-    textured patches between the layer and its tree parent, both warped into the reference frame at the check level
+    textured patches between the layer and its tree parent, both warped into the reference frame at pyramid ``level``
     (phase correlation; its sub-pixel estimate is biased towards whole pixels, so read values below ~0.2 px as
     "sub-pixel")."""
     n = len(mats_work)
@@ -1154,7 +1154,9 @@ def _estimate(
     mats = [np.eye(3)] * n
     for i, _ in order:
         mats[i] = links[i] @ mats[anchor_of[i]]
-    residual = _residuals(pyrs, mats, anchor_of, check, to_full)
+    # measured one level finer than the check (phase correlation resolves ~0.1 px of the level it runs on)
+    fine = max(check - 1, 0)
+    residual = _residuals(pyrs, mats, anchor_of, fine, to_full / 2 ** (check - fine))
     full = np.stack([from_work @ m @ to_work for m in mats])
     full = full / full[:, 2:3, 2:3]
     return AlignResult(
