@@ -103,6 +103,8 @@ def make_cases(image: np.ndarray, disp: np.ndarray, n: int, *, seed: int, breath
     def gt_warped(res, positions: list[int] | None = None) -> np.ndarray | None:
         # output pixel x (crop offset added) shows aif(M_ref^-1 x); positions: original index of each layer
         x0, y0, cw, ch = res.crop if not res.skipped else (0, 0, w, h)
+        if res.skipped:  # untouched: the layers' own (GT) frame
+            positions = None
         ref = res.reference if positions is None else positions[res.reference]
         if ref is None:  # an invalid layer became the reference: its transform to the GT frame is unknown
             return None
@@ -144,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shake", type=float, default=3.0, help="random shift per layer, px")
     p.add_argument("--method", default="stackmff_v3")
     p.add_argument("--cases", nargs="*", default=["clean", "shuffled", "invalid", "breathing", "breathing_invalid"])
+    p.add_argument("--only", nargs="*", help="run only these scenes (names as printed; seeds stay as in the full list)")
     p.add_argument("--json", help="write the table here")
     args = p.parse_args(argv)
     fm = get_fusion_method(args.method)
@@ -153,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         scenes.append((f"procedural{s}", sc.image, sc.disparity))
     rows = []
     for i, (name, image, disp) in enumerate(scenes):
+        if args.only and name not in args.only:
+            continue
         cases = make_cases(image, disp, args.layers, seed=i, breathing=args.breathing, shake=args.shake)
         for case in args.cases:
             layers, gt_of = cases[case]
