@@ -89,6 +89,7 @@ _MOTION = {
 _COARSEST = 64  # the pyramid stops once a level's longer side would drop below this many pixels
 _MODEL_SIZE = 128  # levels with a smaller longer side estimate a translation only: too few pixels for more
 _CHECK_SIZE = 320  # longer side of the copy on which `auto` decides whether a stack is already registered
+_U16 = 65535.0  # scale of the 16-bit layers a compact input is aligned into
 _PATCH = 48  # side of the check-level patches whose phase correlation measures displacement fields and focus
 _MODEL_F = 10.0  # F statistic above which a richer motion model is worth its parameters (see _pick_model)
 _SKIP_Z = 5.0
@@ -108,6 +109,8 @@ class AlignResult:
     Attributes:
         images: ``(N', C, H', W')`` float32 in [0, 1], the aligned layers (``N' < N`` when failed layers were
             dropped; ``H' x W'`` is the crop in ``crop`` frame). When ``skipped`` it is the input array itself.
+            A compact input (:class:`stackmff.io.CompactStack`) gives a compact stack of 16-bit layers (same
+            interface, half the memory of float32).
         mode: the motion model used (``none`` when nothing was estimated).
         reference: index (in the input) of the reference layer.
         matrices: ``(N, 3, 3)`` float64, reference -> layer pixel coordinates at input resolution.
@@ -1273,14 +1276,30 @@ def _apply(
     else:
         x0, y0, cw, chh = 0, 0, w, h
     shift = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]])
-    out = np.empty((len(kept), c, chh, cw), np.float32)
-    ref_hwc = np.ascontiguousarray(images[ref].transpose(1, 2, 0))
+    from .io import CompactLayer, CompactStack  # (imported here: io is not needed to align float arrays)
+
+    # a compact (8/16-bit) input stays compact: aligned layers are kept as 16-bit integers (half of float32, exact
+    # for 8-bit sources where untouched), so alignment fits the memory the learned methods fuse in
+    compact = isinstance(images, CompactStack)
+    out = [] if compact else np.empty((len(kept), c, chh, cw), np.float32)
+    lows: list[np.ndarray] = []  # low-passed copy of each output layer, for the brightness consensus
+    s_low = min(1.0, 48.0 / max(chh, cw))  # ~48 px: each sample averages well beyond any defocus blur
+    low_size = (max(round(cw * s_low), 4), max(round(chh * s_low), 4))
+
+    def store(o: int, layer: np.ndarray) -> None:
+        lows.append(np.stack([cv2.resize(ch, low_size, interpolation=cv2.INTER_AREA) for ch in layer]))
+        if compact:
+            out.append(np.round(layer * np.float32(_U16)).astype(np.uint16))
+        else:
+            out[o] = layer
+
+    ref_hwc = np.ascontiguousarray(np.asarray(images[ref]).transpose(1, 2, 0)) if frame == "fill" else None
     for o, i in enumerate(kept):
         m = mats[i]
         if np.allclose(m, np.eye(3), atol=1e-9):
-            out[o] = images[i][:, y0 : y0 + chh, x0 : x0 + cw]
+            store(o, np.asarray(images[i][:, y0 : y0 + chh, x0 : x0 + cw], np.float32))
             continue
-        src = np.ascontiguousarray(images[i].transpose(1, 2, 0))
+        src = np.ascontiguousarray(np.asarray(images[i]).transpose(1, 2, 0))
         mm = m @ shift
         flags = _INTERPOLATION | cv2.WARP_INVERSE_MAP
         if abs(mm[2, 0]) < 1e-12 and abs(mm[2, 1]) < 1e-12:
@@ -1293,16 +1312,20 @@ def _apply(
         if frame == "fill":
             outside = ~_coverage(m, (h, w))
             warped[outside] = ref_hwc[outside]
-        out[o] = np.clip(warped, 0.0, 1.0).transpose(2, 0, 1)  # Lanczos overshoots at edges
+        store(o, np.clip(warped, 0.0, 1.0).transpose(2, 0, 1))  # Lanczos overshoots at edges
 
     gains, offsets = est.gains.copy(), est.offsets.copy()
     if match_brightness and not est.skipped and np.allclose(gains, 1) and np.allclose(offsets, 0):
-        gains, offsets = _match_brightness(out, [kept.index(i) for i in trusted], kept, gains, offsets)
+        gains, offsets = _match_brightness(lows, [kept.index(i) for i in trusted], kept, gains, offsets)
     for o, i in enumerate(kept):
         if not (np.allclose(gains[i], 1) and np.allclose(offsets[i], 0)):
-            out[o] = np.clip(
-                out[o] * gains[i][:, None, None].astype(np.float32) + offsets[i][:, None, None].astype(np.float32), 0, 1
-            )
+            g, b = gains[i][:, None, None].astype(np.float32), offsets[i][:, None, None].astype(np.float32)
+            if compact:
+                out[o] = np.round(np.clip(out[o] / np.float32(_U16) * g + b, 0, 1) * np.float32(_U16)).astype(np.uint16)
+            else:
+                out[o] = np.clip(out[o] * g + b, 0, 1)
+    if compact:
+        out = CompactStack([CompactLayer(raw, _U16, c) for raw in out])
     return AlignResult(
         images=out,
         mode=est.mode,
@@ -1325,7 +1348,7 @@ def _apply(
 
 
 def _match_brightness(
-    out: np.ndarray, trusted: list[int], kept: list[int], gains: np.ndarray, offsets: np.ndarray
+    lows: list[np.ndarray], trusted: list[int], kept: list[int], gains: np.ndarray, offsets: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit every trusted output layer's per-channel exposure gain to the consensus of the trusted layers: the median
     over them of their mean brightness on the common frame (low-passed, pixels unclipped in every trusted layer).
@@ -1333,14 +1356,9 @@ def _match_brightness(
     changes contrast. Gains within 0.5 % of 1 are left at 1; distrusted layers keep gain 1."""
     if len(trusted) < 2:
         return gains, offsets
-    _, c, h, w = out.shape
-    s = min(1.0, 48.0 / max(h, w))  # ~48 px: each sample averages well beyond any defocus blur
-    small = (max(round(w * s), 4), max(round(h * s), 4))
-    lows = np.stack(
-        [np.stack([cv2.resize(ch, small, interpolation=cv2.INTER_AREA) for ch in out[o]]) for o in trusted]
-    ).astype(np.float64)  # (T, C, h, w)
-    for ch in range(c):
-        x = lows[:, ch]
+    low = np.stack([lows[o] for o in trusted]).astype(np.float64)  # (T, C, h, w)
+    for ch in range(low.shape[1]):
+        x = low[:, ch]
         keep = ((x > 0.02) & (x < 0.98)).all(0)
         if keep.sum() < 16:
             continue

@@ -488,3 +488,21 @@ def test_registered_compact_stack_is_returned_as_is(tmp_path):
     assert res.skipped and res.images is comp.images and len(res.invalid) >= 2
     full = align_stack(load_stack(folder).images)
     assert full.invalid == res.invalid and full.reference == res.reference
+
+
+def test_compact_stack_is_aligned_into_16_bit_layers(tmp_path):
+    from stackmff.io import CompactStack, load_stack
+
+    warped = breathing_stack(seed=6)[0]
+    folder = _write_stack(tmp_path / "in", warped)
+    full, comp = load_stack(folder).images, load_stack(folder, compact=True).images
+    a, b = align_stack(full, mode="similarity"), align_stack(comp, mode="similarity")
+    assert isinstance(b.images, CompactStack) and b.images.nbytes * 2 == a.images.nbytes
+    np.testing.assert_allclose(b.matrices, a.matrices, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(b.images), a.images, rtol=0, atol=0.5 / 65535 + 1e-7)
+    # the untouched reference layer comes back bit-exact from 8 bits
+    c = align_stack(comp, mode="similarity", match_brightness=False)
+    assert c.crop == a.crop
+    x0, y0, w, h = c.crop
+    ref = np.asarray(c.images[c.kept.index(c.reference)])
+    np.testing.assert_array_equal(ref, full[c.reference][:, y0 : y0 + h, x0 : x0 + w])
