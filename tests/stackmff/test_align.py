@@ -506,3 +506,16 @@ def test_compact_stack_is_aligned_into_16_bit_layers(tmp_path):
     x0, y0, w, h = c.crop
     ref = np.asarray(c.images[c.kept.index(c.reference)])
     np.testing.assert_array_equal(ref, full[c.reference][:, y0 : y0 + h, x0 : x0 + w])
+
+
+def test_unrelated_frame_is_distrusted_and_disturbs_nothing(caplog):
+    layers = _gt_cases()["breathing"][0]
+    other = _gt_cases(seed=9)["clean"][0][3]  # a frame of another scene
+    clean = align_stack(layers)
+    with caplog.at_level(logging.WARNING, logger="stackmff"):
+        res = align_stack(np.concatenate([layers[:3], other[None], layers[3:]]))
+    valid = [0, 1, 2, 4, 5, 6, 7]
+    assert list(res.invalid) == [3] and res.failed == [3] and res.reference == valid[clean.reference]
+    np.testing.assert_allclose(res.matrices[valid], clean.matrices, atol=1e-9)
+    assert res.crop == clean.crop
+    assert any("layer 3" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)
