@@ -100,10 +100,15 @@ def make_cases(image: np.ndarray, disp: np.ndarray, n: int, *, seed: int, breath
         mats.append(m)
     mats = np.stack(mats)
 
-    def gt_warped(res) -> np.ndarray:
-        # output pixel x (crop offset added) shows aif(M_ref^-1 x)
+    def gt_warped(res, positions: list[int] | None = None) -> np.ndarray | None:
+        # output pixel x (crop offset added) shows aif(M_ref^-1 x); positions: original index of each layer
         x0, y0, cw, ch = res.crop if not res.skipped else (0, 0, w, h)
-        m_ref = mats[res.reference] if not res.skipped else np.eye(3)
+        if res.skipped:  # untouched: the layers' own (GT) frame
+            positions = None
+        ref = res.reference if positions is None else positions[res.reference]
+        if ref is None:  # an invalid layer became the reference: its transform to the GT frame is unknown
+            return None
+        m_ref = mats[ref] if not res.skipped else np.eye(3)
         shift = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]])
         a = to_canvas @ np.linalg.inv(m_ref) @ shift  # output pixel -> canvas pixel of the aif
         out = cv2.warpAffine(
@@ -118,7 +123,10 @@ def make_cases(image: np.ndarray, disp: np.ndarray, n: int, *, seed: int, breath
         big, layers=np.stack(warped).astype(np.float32), aif=big.aif[frame], index=big.index[frame[1:]]
     )
     bad_b = inject_invalid_layers(warped_stack, seed + 4, kinds=("blurred", "exposure", "noisy"), count=3)
-    cases["breathing_invalid"] = (bad_b.layers, gt_warped)
+    # valid layers keep their order; invalid ones are never the reference (checked in gt_warped)
+    positions = list(np.cumsum([k == "valid" for k in bad_b.kinds]) - 1)
+    positions = [p if k == "valid" else None for p, k in zip(positions, bad_b.kinds, strict=True)]
+    cases["breathing_invalid"] = (bad_b.layers, lambda res: gt_warped(res, positions))
     return cases
 
 
@@ -138,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shake", type=float, default=3.0, help="random shift per layer, px")
     p.add_argument("--method", default="stackmff_v3")
     p.add_argument("--cases", nargs="*", default=["clean", "shuffled", "invalid", "breathing", "breathing_invalid"])
+    p.add_argument("--only", nargs="*", help="run only these scenes (names as printed; seeds stay as in the full list)")
     p.add_argument("--json", help="write the table here")
     args = p.parse_args(argv)
     fm = get_fusion_method(args.method)
@@ -147,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         scenes.append((f"procedural{s}", sc.image, sc.disparity))
     rows = []
     for i, (name, image, disp) in enumerate(scenes):
+        if args.only and name not in args.only:
+            continue
         cases = make_cases(image, disp, args.layers, seed=i, breathing=args.breathing, shake=args.shake)
         for case in args.cases:
             layers, gt_of = cases[case]
@@ -157,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                 t1 = time.perf_counter()
                 fused = fm(res.images).image
                 t2 = time.perf_counter()
-                row[align] = round(psnr(fused, gt_of(res)), 3)
+                gt = gt_of(res)
+                row[align] = None if gt is None else round(psnr(fused, gt), 3)
                 if align == "auto":
                     row["align_s"], row["fuse_s"] = round(t1 - t0, 3), round(t2 - t1, 3)
                     row["skipped"], row["mode"] = res.skipped, res.mode

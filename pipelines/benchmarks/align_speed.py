@@ -2,7 +2,8 @@
 
 For each input stack and mode, times :func:`stackmff.align.align_stack` (median of ``--reps`` runs), then the same
 call with the transforms given (warp + crop + brightness only), so estimation = total - apply. A registered copy
-of each stack (its middle layer, Gaussian-blurred by sigma 0 to 4 px across the layers) times ``auto``'s skip.
+of each stack (its middle layer, Gaussian-blurred by sigma 0 to 4 px across the layers) times ``auto``'s skip;
+with ``--fusion METHOD`` also that copy's fusion, to report the check's share of the fusion time (goal <= 5 %).
 
 Usage::
 
@@ -44,8 +45,9 @@ def registered_copy(images: np.ndarray) -> np.ndarray:
     return np.stack([x.reshape(base.shape).transpose(2, 0, 1) for x in layers]).astype(np.float32)
 
 
-def measure(folders: list[str], modes: list[str], reps: int = 3) -> list[dict]:
-    """One row per (stack, mode), plus one ``auto`` row on a registered copy of each stack."""
+def measure(folders: list[str], modes: list[str], reps: int = 3, fusion: str | None = None) -> list[dict]:
+    """One row per (stack, mode), plus one ``auto`` row on a registered copy of each stack (with its fusion time
+    and the check's share of it when ``fusion`` names a method)."""
     rows = []
     for folder in folders:
         images = load_stack(folder).images
@@ -74,6 +76,14 @@ def measure(folders: list[str], modes: list[str], reps: int = 3) -> list[dict]:
         reg = registered_copy(images)
         res = align_stack(reg, mode="auto")
         total = _median_seconds(reps, reg, mode="auto")
+        extra = {}
+        if fusion:
+            from stackmff.fusion import get_fusion_method
+
+            t0 = time.perf_counter()
+            get_fusion_method(fusion)(reg)
+            fuse_s = time.perf_counter() - t0
+            extra = {"fusion": fusion, "fuse_seconds": round(fuse_s, 3), "check_share": round(total / fuse_s, 4)}
         rows.append(
             {
                 "stack": f"{folder} (registered copy)",
@@ -87,6 +97,7 @@ def measure(folders: list[str], modes: list[str], reps: int = 3) -> list[dict]:
                 "apply_seconds": 0.0,
                 "seconds_per_mp_layer": round(total / mp_layers, 4),
                 "max_shift_px": res.summary()["max_shift_px"],
+                **extra,
             }
         )
         for r in rows[-len(modes) - 1 :]:
@@ -94,7 +105,8 @@ def measure(folders: list[str], modes: list[str], reps: int = 3) -> list[dict]:
                 f"{r['stack']:<40s} {r['layers']:2d}x{r['width']}x{r['height']} {r['mode']:<11s} "
                 f"{'skipped' if r['skipped'] else 'aligned':<8s} {r['seconds']:7.3f} s "
                 f"(estimate {r['estimate_seconds']:.3f}, apply {r['apply_seconds']:.3f}) "
-                f"= {r['seconds_per_mp_layer']:.4f} s/MP-layer",
+                f"= {r['seconds_per_mp_layer']:.4f} s/MP-layer"
+                + (f"; {r['check_share']:.1%} of {r['fusion']}" if "check_share" in r else ""),
                 flush=True,
             )
     return rows
@@ -106,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", nargs="+", default=["auto", "similarity", "homography"])
     p.add_argument("--reps", type=int, default=3, help="timed runs per measurement (median reported)")
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--fusion", metavar="METHOD", help="also time this method on the registered copy (check share)")
     args = p.parse_args(argv)
-    rows = measure(args.stacks, args.modes, args.reps)
+    rows = measure(args.stacks, args.modes, args.reps, args.fusion)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=args.json.parent, suffix=".json")

@@ -475,3 +475,47 @@ def test_phone_stack_gets_affine_and_subpixel_residuals(shared_data):
     res = align_stack(stack)
     assert res.mode == "affine" and res.failed == [] and res.invalid == {}
     assert np.nanmax(res.residuals) < 0.5 and res.reference not in (0, len(stack) - 1)
+
+
+def test_registered_compact_stack_is_returned_as_is(tmp_path):
+    """8-bit stacks loaded compactly (as the learned methods do) are checked without a float copy of the stack."""
+    from stackmff.io import load_stack
+
+    layers = _gt_cases(size=(224, 256), n=5)["invalid"][0]
+    folder = _write_stack(tmp_path / "in", layers)
+    comp = load_stack(folder, compact=True)
+    res = align_stack(comp.images)
+    assert res.skipped and res.images is comp.images and len(res.invalid) >= 2
+    full = align_stack(load_stack(folder).images)
+    assert full.invalid == res.invalid and full.reference == res.reference
+
+
+def test_compact_stack_is_aligned_into_16_bit_layers(tmp_path):
+    from stackmff.io import CompactStack, load_stack
+
+    warped = breathing_stack(seed=6)[0]
+    folder = _write_stack(tmp_path / "in", warped)
+    full, comp = load_stack(folder).images, load_stack(folder, compact=True).images
+    a, b = align_stack(full, mode="similarity"), align_stack(comp, mode="similarity")
+    assert isinstance(b.images, CompactStack) and b.images.nbytes * 2 == a.images.nbytes
+    np.testing.assert_allclose(b.matrices, a.matrices, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(b.images), a.images, rtol=0, atol=0.5 / 65535 + 1e-7)
+    # the untouched reference layer comes back bit-exact from 8 bits
+    c = align_stack(comp, mode="similarity", match_brightness=False)
+    assert c.crop == a.crop
+    x0, y0, w, h = c.crop
+    ref = np.asarray(c.images[c.kept.index(c.reference)])
+    np.testing.assert_array_equal(ref, full[c.reference][:, y0 : y0 + h, x0 : x0 + w])
+
+
+def test_unrelated_frame_is_distrusted_and_disturbs_nothing(caplog):
+    layers = _gt_cases()["breathing"][0]
+    other = _gt_cases(seed=9)["clean"][0][3]  # a frame of another scene
+    clean = align_stack(layers)
+    with caplog.at_level(logging.WARNING, logger="stackmff"):
+        res = align_stack(np.concatenate([layers[:3], other[None], layers[3:]]))
+    valid = [0, 1, 2, 4, 5, 6, 7]
+    assert list(res.invalid) == [3] and res.failed == [3] and res.reference == valid[clean.reference]
+    np.testing.assert_allclose(res.matrices[valid], clean.matrices, atol=1e-9)
+    assert res.crop == clean.crop
+    assert any("layer 3" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)

@@ -339,4 +339,5 @@ def test_v3_and_alignment_give_the_same_result_on_a_compact_stack(tmp_path):
         np.testing.assert_array_equal(a.index_map, b.index_map)
     ra = align_stack(full.images, mode="translation", skip_tolerance=0)
     rb = align_stack(comp.images, mode="translation", skip_tolerance=0)
-    np.testing.assert_array_equal(np.asarray(rb.images), ra.images)
+    # a compact stack is aligned into 16-bit layers (half the memory of float32): within half a 16-bit step
+    np.testing.assert_allclose(np.asarray(rb.images), ra.images, rtol=0, atol=0.5 / 65535 + 1e-7)
