@@ -293,6 +293,7 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     ok = [r for r in rows if "wall_s" in r and r.get("beside", "alone") == "alone"]
     if not ok:
@@ -307,15 +308,25 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
             sel.sort(key=lambda r: r[axis])
             label = method if th == "auto" else f"{method} ({th} threads)"
             xs = [r[axis] for r in sel]
-            axes[0].plot(xs, [r["wall_s"] for r in sel], "o-", label=label)
+            (line,) = axes[0].plot(xs, [r["wall_s"] for r in sel], "o-", label=label)
+            axes[0].plot(xs, [r["cpu_s"] for r in sel], "x--", color=line.get_color(), alpha=0.6)
             axes[1].plot(xs, [r["peak_rss_mb"] for r in sel], "o-", label=label)
         unit = "MP" if fixed == "megapixels" else "layers"
-        for ax, what in zip(axes, ("wall time of the whole command (s)", "peak resident memory (MB)"), strict=True):
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        # minor ticks: label 2, 3, 5 and 7 (x 10^k) only, or a decade of labels collides; x: the grid's values
+        some = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "2357" else "")
+        whats = ("whole command: wall (o-) and CPU (x--) seconds", "peak resident memory (MB)")
+        for ax, what in zip(axes, whats, strict=True):
             ax.set_xlabel("layers N" if axis == "layers" else "megapixels per layer")
             ax.set_ylabel(what)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            for a in (ax.xaxis, ax.yaxis):
+                a.set_major_formatter(plain)
+                a.set_minor_formatter(some)
             ax.grid(True, which="both", alpha=0.3)
+            ax.set_xticks(sorted({r[axis] for r in ok}))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axes[0].set_title(f"time vs {'N' if axis == 'layers' else 'MP'} at {at:g} {unit}")
         axes[1].set_title(f"memory vs {'N' if axis == 'layers' else 'MP'} at {at:g} {unit}")
         axes[1].legend(fontsize=8)

@@ -53,6 +53,20 @@ def test_ratios_pair_each_cell_with_its_alone_run():
     assert (r["wall_ratio"], r["cpu_ratio"], r["beside"]) == (1.5, 1.1, "spin")
 
 
+def test_paper_profile_runs_the_full_grid(tmp_path):
+    import shutil
+
+    from pipelines.profiles import apply_profile, load_profile
+
+    params = tmp_path / "params.yaml"
+    shutil.copyfile(grid.ROOT / "params.yaml", params)
+    small = load_params(params, "bench")
+    apply_profile(load_profile("paper", benchmark_root=tmp_path), params)
+    full = load_params(params, "bench")
+    assert full.layers == [2, 5, 10, 25, 50] and full.megapixels == [0.25, 1, 4, 12, 24] and full.repeats >= 3
+    assert len(small.layers) * len(small.megapixels) <= 4  # the default stage stays small (minutes on 2 cores)
+
+
 def test_bench_params_default_and_file(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("bench:\n  layers: [2]\n  megapixels: [0.1]\n")

@@ -130,6 +130,10 @@ def test_evaluate_then_report(bench, tmp_path):
     df = pd.read_csv(tmp_path / "metrics" / "focus_measure" / "synthetic.csv", dtype={"scene": str})
     assert set(df["metric"]) == {"psnr", "ssim", "qabf", "sharpness_ratio"} and len(df) == 16
     rp = ReportParams(metrics=["psnr", "ssim", "qabf"], primary={"default": "psnr"}, max_scenes=2)
+    grid = tmp_path / "rep" / "bench"  # what the bench stage writes: shown as a section of plots + a machine note
+    grid.mkdir(parents=True)
+    (grid / "grid.json").write_text(json.dumps({"machine": {"cpu": "TestCPU 9000", "cpu_count": 2}, "rows": []}))
+    shutil.copyfile(tmp_path / "fused" / "focus_measure" / "synthetic" / "proc" / "0000.png", grid / "grid_vs_n.png")
     summary = report.run(
         rp, tmp_path / "metrics", tmp_path / "runs", tmp_path / "fused", bench.parent, tmp_path / "rep"
     )
@@ -171,6 +175,7 @@ def test_evaluate_then_report(bench, tmp_path):
         assert (tmp_path / "rep" / f).is_file(), f
     html = (tmp_path / "rep" / "index.html").read_text()
     assert 'src="http' not in html and html.count("data:image/png;base64,") > 6
+    assert "speed/memory grid: whole command vs N" in html and "TestCPU 9000" in html
 
 
 def test_peers_stage_records_tool_versions_so_dvc_sees_installs(tmp_path):
