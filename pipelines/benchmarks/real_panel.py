@@ -209,23 +209,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    rows = []
+    rows: list[dict] = []
     for name in args.stacks:
         folder = Path(args.data) / STACKS[name]
         if not folder.is_dir():
             print(f"{name}: {folder} not found, skipped", file=sys.stderr)
             continue
         rows.extend(panel_stack(name, folder, args.methods, out, args.block))
+        _write(out, rows)  # after every stack: a long run leaves what it has measured
     if not rows:
         print(f"error: no stack found under {args.data}; pass --data", file=sys.stderr)
         return 2
+    print(to_markdown(rows))
+    return 0
+
+
+def _write(out: Path, rows: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for fname, text in (("panel.json", json.dumps(rows, indent=1) + "\n"), ("panel.md", to_markdown(rows))):
         tmp = out / f".{fname}.tmp"
         tmp.write_text(text)
         os.replace(tmp, out / fname)
-    print(to_markdown(rows))
-    return 0
 
 
 if __name__ == "__main__":
