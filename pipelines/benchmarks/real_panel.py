@@ -14,8 +14,9 @@ series, EPFL's microscope stack; no ground truth exists for any of them):
 4. a crop panel per stack (PNG): at V3's worst textured block and at the block where the methods disagree most,
    the sharpest registered layer beside every method, 1:1 pixels, each labelled with its ratio there.
 
-Writes ``<out>/panel.json`` (rows per stack and method), ``<out>/panel.md`` (the table) and
-``<out>/crops/<stack>.png``.
+Writes ``<out>/panel.json`` (rows per stack and method), ``<out>/panel.md`` (the table),
+``<out>/crops/<stack>.png`` and ``<out>/fused/<stack>/`` (the default command's result and transforms; ``--reuse``
+re-checks them without fusing again).
 
 Usage::
 
@@ -146,12 +147,25 @@ def sharpest_image(layers: np.ndarray, best: np.ndarray, block: int) -> np.ndarr
     return out
 
 
-def panel_stack(name: str, folder: Path, methods: list[str], out: Path, block: int) -> list[dict]:
-    """All rows of one stack; writes its crop panel."""
+def panel_stack(
+    name: str, folder: Path, methods: list[str], out: Path, block: int, *, reuse: bool = False
+) -> list[dict]:
+    """All rows of one stack; writes its crop panel and keeps the fused images in ``out/fused/<stack>/``."""
+    keep = out / "fused" / name
     with tempfile.TemporaryDirectory(prefix="panel_") as tmp:
         work = Path(tmp)
         fused, seconds = {}, {}
-        fused[V3], tf, seconds[V3] = default_fuse(folder, work)
+        cached = json.loads((keep / "seconds.json").read_text()) if reuse and (keep / "seconds.json").is_file() else {}
+        if V3 in cached and (keep / "v3.png").is_file():
+            fused[V3], tf, seconds[V3] = load_image(keep / "v3.png")[0], keep / "transforms.json", cached[V3]
+        else:
+            fused[V3], tf, seconds[V3] = default_fuse(folder, work)
+            keep.mkdir(parents=True, exist_ok=True)
+            save_image(keep / "v3.png", fused[V3], bit_depth=8, overwrite=True)
+            if tf.is_file():
+                (keep / "transforms.json").write_text(tf.read_text())
+            tf = keep / "transforms.json"
+            (keep / "seconds.json").write_text(json.dumps({V3: seconds[V3]}))
         stack = load_stack(folder)
         t0 = time.perf_counter()
         aligned = align_stack(stack.images, transforms=str(tf)) if tf.is_file() else None
@@ -205,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=[*CLASSICAL, *EXTERNAL], help="besides the default command")
     p.add_argument("--block", type=int, default=32, help="block side of the blur check")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reuse", action="store_true", help="reuse the default command's result kept in OUT/fused/")
     p.add_argument("--out", required=True, help="folder for panel.json, panel.md and crops/")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -215,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         if not folder.is_dir():
             print(f"{name}: {folder} not found, skipped", file=sys.stderr)
             continue
-        rows.extend(panel_stack(name, folder, args.methods, out, args.block))
+        rows.extend(panel_stack(name, folder, args.methods, out, args.block, reuse=args.reuse))
         _write(out, rows)  # after every stack: a long run leaves what it has measured
     if not rows:
         print(f"error: no stack found under {args.data}; pass --data", file=sys.stderr)
