@@ -50,8 +50,10 @@ def test_a_per_pixel_gather_has_no_unsupported_edges(scene):
     rng = np.random.default_rng(0)
     pick = rng.integers(0, 3, scene.shape[1:])
     gathered = np.choose(pick, [layer for layer in layers])
-    assert ghost_share(gathered, layers) == 0.0
-    assert block_sharpness(gathered, layers).unsupported.max() < 0.02
+    bs = block_sharpness(gathered, layers)
+    assert bs.unsupported.max() < 0.05  # every edge of a gather is in some source (up to its seams)...
+    # ...but its salt-and-pepper seams between sharp and blurred pixels are detail no layer has: flagged as extra
+    assert ghost_share(gathered, layers) > 0.3 and float(bs.ratio.max()) > 1.5
 
 
 def test_blurred_result_is_flagged(scene):
@@ -104,7 +106,8 @@ def test_kinds_batch_and_data_range(scene):
     one = sharpness_ratio(soft, layers)
     u8 = np.round(soft * 255).astype(np.uint8)
     assert sharpness_ratio(u8, [np.round(x * 255).astype(np.uint8) for x in layers], data_range=255) == pytest.approx(
-        one, rel=0.02
+        one,
+        abs=0.002,  # 8-bit rounding adds a little detail energy to a ratio of ~0.015
     )
     batch = sharpness_ratio(np.stack([soft, scene]), np.stack([np.stack(layers)] * 2))
     assert isinstance(batch, np.ndarray) and batch.shape == (2,)
@@ -122,8 +125,8 @@ def test_errors(scene):
         sharpness_ratio(scene, layers, block=2)
     with pytest.raises(ValueError, match="at least one block"):
         sharpness_ratio(scene, layers, block=256)
-    with pytest.raises(ValueError, match="min_gradient"):
-        blurred_share(scene, layers, min_gradient=-1)
+    with pytest.raises(ValueError, match="min_detail"):
+        blurred_share(scene, layers, min_detail=-1)
     with pytest.raises(ValueError, match="below"):
         blurred_share(scene, layers, below=0)
     with pytest.raises(ValueError, match="above"):

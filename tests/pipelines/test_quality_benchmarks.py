@@ -1,0 +1,63 @@
+"""The quality benchmark scripts' own logic: the argmax reference rule, option parsing, the crop panel."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from metrics import block_sharpness
+from pipelines.benchmarks import real_panel, rgbd_gt
+
+
+def _two_focus(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    img = rng.random((3, 64, 64)).astype(np.float32)
+    soft = np.stack([cv2.GaussianBlur(c, (0, 0), 3.0) for c in img])
+    a, b = img.copy(), img.copy()
+    a[..., 32:], b[..., :32] = soft[..., 32:], soft[..., :32]
+    return img, np.stack([a, b])
+
+
+def test_argmax_picks_the_sharp_layer_away_from_the_seam():
+    img, layers = _two_focus(np.random.default_rng(0))
+    fused = rgbd_gt.argmax_fuse(layers)
+    np.testing.assert_array_equal(fused[..., 4:28], img[..., 4:28])
+    np.testing.assert_array_equal(fused[..., 36:60], img[..., 36:60])
+    psnr, ssim = rgbd_gt.scores(fused, img)
+    assert psnr > rgbd_gt.scores(layers.mean(0), img)[0] + 5 and 0 < ssim <= 1
+
+
+def test_method_options_parse_like_validate():
+    assert rgbd_gt._parse("stackmff_v3") == ("stackmff_v3", {})
+    assert rgbd_gt._parse("stackmff_v3:hard") == ("stackmff_v3", {"gather": "hard"})
+    assert rgbd_gt._parse("stackmff_v3:gather=soft,half_res=false") == (
+        "stackmff_v3",
+        {"gather": "soft", "half_res": False},
+    )
+    assert rgbd_gt.main(["--data", "/nonexistent/folder"]) == 2
+
+
+def test_crop_panel_and_sharpest_composite(tmp_path):
+    img, layers = _two_focus(np.random.default_rng(1))
+    src = np.stack([rgbd_gt.luma(x) for x in layers])
+    bs = block_sharpness(img, layers, block=16)
+    best = bs.best_layer[0].numpy()
+    np.testing.assert_array_equal(best, np.repeat([[0, 0, 1, 1]], 4, axis=0))
+    np.testing.assert_array_equal(real_panel.sharpest_image(layers, best, 16), img)
+    fused = {real_panel.V3: layers[0], "guided_filter": img}
+    maps = {m: block_sharpness(rgbd_gt.luma(x), src, block=16) for m, x in fused.items()}
+    out = tmp_path / "crops" / "s.png"
+    real_panel.crop_panel(out, img, fused, maps, 16)
+    panel = cv2.imread(str(out))
+    # two rows of three tiles (sharpest, V3, guided filter), each 22 px of label over a 4x-enlarged 64 px crop
+    assert panel.shape[0] == 2 * (22 + 256) + 6 and panel.shape[1] == 3 * (256 + 4)
+    assert real_panel.to_markdown([{"stack": "s", "method": "m", "seconds": 1.0} | bs.summary()]).count("\n") == 3
+
+
+@pytest.mark.shared
+@pytest.mark.slow  # renders all seven RGB-D scenes
+def test_rgbd_renders_have_the_documented_layers(shared_data):
+    sets = rgbd_gt.render(shared_data, 1000, ["pairs_planes"])
+    _name, layers, aif = sets["pairs_planes"][0]
+    assert layers.shape[0] == 2 and layers.shape[1:] == aif.shape
+    assert np.allclose(layers * 65535, np.round(layers * 65535), atol=2e-3)  # 16-bit levels
