@@ -3,13 +3,21 @@
 Test sets (never seen in training; training draws procedural scenes with seed 0, its validation with seed 10000):
 
 - ``procedural``: ``ProceduralStacks`` (physical synthesis) with seed 999, 256×256, N in [4, 10], no invalid layers;
-- ``middlebury``: the 7 Middlebury 2005/2006 half-size RGB-D scenes of ``../shared/data/middlebury_rgbd`` (research
-  use; read at run time, never copied), rendered with ``synthesize_physical`` (N = 8, seed 0). Skipped when absent.
+- ``middlebury``: the Middlebury 2005/2006 half-size RGB-D scenes of ``../shared/data/middlebury_rgbd`` (research
+  use; read at run time, never copied), rendered with ``synthesize_physical`` (N = 8, seed = scene number). Skipped
+  when absent.
+- ``open3d``: the registered real RGB-D frames of ``../shared/data/rgbd_samples_open3d`` (TUM, SUN RGB-D, and the
+  synthetic ICL frame; the NYU raw frame is not registered and left out), rendered the same way (seeds 0-3; the
+  pyramid constants were tuned on renders of these frames with seeds 50-53, so this set is not fully held out).
+- ``--layers 8 24`` renders the real-texture sets at several N: sets ``middlebury`` (N = 8) and ``middlebury_n24``.
 
 Methods: every classical method; ``stackmff_v3`` with its defaults (``gather="pyramid"``: a Laplacian-pyramid blend
 steered by the probabilities; ``half_res=True``: the cross-layer stage at half resolution); ``stackmff_v3:hard``
 (exact source values of the most probable layer), ``stackmff_v3:soft`` (probability-weighted colour, the paper's
 output) and ``stackmff_v3:half_res=false`` (the default colour rule, the network exactly as trained).
+``oracle:hard`` / ``oracle:pyramid`` (``--oracle``) replace the network by the ground-truth focus index (one-hot
+logits) under the same colour rule: the ceiling a perfect classifier would reach, so ``oracle - stackmff_v3`` is what
+a bigger model or better training data could gain at most with that rule (clean stacks only).
 For every stack and method: PSNR and SSIM (scikit-image, RGB, data range 1) of the fused image against the AiF image;
 ``shuffle_delta_db`` = |PSNR(layers in random order) - PSNR(focus order)|; ``invalid_delta_db`` = PSNR with four
 invalid layers inserted (blurred everywhere, duplicate, strong noise, exposure-shifted) minus clean PSNR.
@@ -50,15 +58,21 @@ def _scores(fused: np.ndarray, aif: np.ndarray) -> tuple[float, float]:
 
 def _stacks(args) -> dict[str, list[tuple[str, SynthStack]]]:
     sets: dict[str, list[tuple[str, SynthStack]]] = {}
-    ds = ProceduralStacks(args.procedural, size=(256, 256), n_range=(4, 10), invalid_prob=0.0, shuffle=False, seed=999)
-    sets["procedural"] = [(f"proc{i:02d}", ds.draw(i)) for i in range(args.procedural)]
-    mb = SHARED / "middlebury_rgbd"
-    if mb.is_dir() and not args.skip_middlebury:
-        scenes = load_rgbd_samples(mb)
-        sets["middlebury"] = [
-            (sc.name, synthesize_physical(sc.image, sc.disparity, 8, rng=np.random.default_rng(i)))
-            for i, sc in enumerate(scenes)
-        ]
+    if "procedural" in args.sets:
+        ds = ProceduralStacks(
+            args.procedural, size=(256, 256), n_range=(4, 10), invalid_prob=0.0, shuffle=False, seed=999
+        )
+        sets["procedural"] = [(f"proc{i:02d}", ds.draw(i)) for i in range(args.procedural)]
+    for base, folder in (("middlebury", "middlebury_rgbd"), ("open3d", "rgbd_samples_open3d")):
+        root = SHARED / folder
+        if base not in args.sets or not root.is_dir() or (base == "middlebury" and args.skip_middlebury):
+            continue
+        scenes = load_rgbd_samples(root)
+        for n in args.layers:
+            sets[base if n == 8 else f"{base}_n{n}"] = [
+                (sc.name, synthesize_physical(sc.image, sc.disparity, n, rng=np.random.default_rng(i)))
+                for i, sc in enumerate(scenes)
+            ]
     return sets
 
 
@@ -76,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="*", help="methods (default: every non-learned method + stackmff_v3)")
     p.add_argument("--procedural", type=int, default=12, help="held-out procedural stacks")
     p.add_argument("--skip-middlebury", action="store_true")
+    p.add_argument(
+        "--sets", nargs="+", default=["procedural", "middlebury"], choices=("procedural", "middlebury", "open3d")
+    )
+    p.add_argument("--layers", type=int, nargs="+", default=[8], help="N of the rendered real-texture stacks")
+    p.add_argument("--oracle", action="store_true", help="add the ground-truth-index ceilings oracle:hard/pyramid")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write per-stack and mean results here (atomic)")
     args = p.parse_args(argv)
@@ -91,6 +110,24 @@ def main(argv: list[str] | None = None) -> int:
     for set_name, stacks in _stacks(args).items():
         for name, st in stacks:
             variants = _variants(st, np.random.default_rng(zlib.crc32(name.encode())))
+            if args.oracle:
+                from stackmff.models.inference import pyramid_blend
+
+                onehot = np.where(np.arange(st.n)[:, None, None] == st.index[None], 0.0, -30.0).astype(np.float32)
+                hard = np.take_along_axis(st.layers, st.index[None, None].repeat(3, 1), 0)[0]
+                for meth, fused in (("oracle:hard", hard), ("oracle:pyramid", pyramid_blend(st.layers, onehot))):
+                    psnr, ssim = _scores(fused, st.aif)
+                    rows.append(
+                        {
+                            "set": set_name,
+                            "stack": name,
+                            "method": meth,
+                            "layers": st.n,
+                            "clean_psnr": psnr,
+                            "clean_ssim": ssim,
+                        }
+                    )
+                    print(f"{set_name:10s} {name:12s} {meth:18s} psnr {psnr:6.2f} ssim {ssim:.4f}", file=sys.stderr)
             for meth in methods:
                 base, _, extra = meth.partition(":")  # "stackmff_v3:soft" or "stackmff_v3:half_res=true,gather=hard"
                 fm = get_fusion_method(base)
@@ -119,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     keys = ["clean_psnr", "clean_ssim", "shuffle_delta_db", "invalid_delta_db", "invalid_psnr", "clean_seconds"]
     summary: dict = {}
     for set_name in dict.fromkeys(r["set"] for r in rows):
-        for meth in methods:
+        for meth in methods + (["oracle:hard", "oracle:pyramid"] if args.oracle else []):
             sel = [r for r in rows if r["set"] == set_name and r["method"] == meth]
-            summary.setdefault(set_name, {})[meth] = {k: round(float(np.mean([r[k] for r in sel])), 4) for k in keys}
+            summary.setdefault(set_name, {})[meth] = {
+                k: round(float(np.mean([r[k] for r in sel])), 4) for k in keys if k in sel[0]
+            }
     out = {"weights": args.weights, "summary": summary, "rows": rows}
     if args.json:
         dst = Path(args.json)
