@@ -5,8 +5,9 @@ Stacks are synthesised with the project's thin-lens model (:func:`stackmff.data.
 Middlebury RGB-D scenes (``../shared/data/middlebury_rgbd``) and procedural scenes (:func:`make_scene`) on a canvas a
 margin larger than the frame; "breathing" warps layer k of that canvas by a known similarity (magnification growing
 through the stack by ``--breathing`` plus random shake) before cropping the frame, so every layer has real content
-at its borders. PSNR is measured against the all-in-focus image brought into the output frame (the aligned result is
-in the frame of its reference layer, cropped), without a border of 8 px.
+at its borders; breathing rows also give ``true_transforms``: the PSNR with the GT transforms applied the same way
+(what a perfect estimate reaches, the resampling floor). PSNR is measured against the all-in-focus image brought into
+the output frame (the aligned result is in the frame of its reference layer, cropped), without a border of 8 px.
 
 Usage::
 
@@ -175,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
                     row["skipped"], row["mode"] = res.skipped, res.mode
                     row["crop"] = list(res.crop)
                     row["distrusted"] = getattr(res, "invalid", [])
+                    true = getattr(gt_of, "matrices", None)
+                    if true is not None and not res.skipped:
+                        # the floor of this case: the same reference, crop rule and warp with the GT transforms, so
+                        # auto - true is what estimation costs and clean - true what resampling costs
+                        ref_inv = np.linalg.inv(true[res.reference])
+                        oracle = replace(res, matrices=np.stack([m @ ref_inv for m in true]))
+                        res_t = align_stack(layers, transforms=oracle)
+                        row["true_transforms"] = round(psnr(fm(res_t.images).image, gt_of(res_t)), 3)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:

@@ -398,10 +398,41 @@ def test_breathing_and_shake_recovered_from_content_chosen_reference():
     assert res.reference in (2, 3, 4)  # the middle of the focus range, chosen from content
     true = gt.matrices @ np.linalg.inv(gt.matrices[res.reference])
     err = corner_errors(res.matrices, true, layers.shape[2:])
-    # measured 0.06-0.19 px on this 320x256 stack (the goal of 0.1 px is reached for 3 of 6 layers only)
+    # measured 0.06-0.19 px on this 320x256 stack (the goal of 0.1 px is reached for 3 of 6 layers only; the next
+    # test shows why: the registered stack itself moves that much between focus planes)
     assert err.max() < 0.3, err.round(3)
     assert np.median(err[np.arange(7) != res.reference]) < 0.15, err.round(3)
     assert np.nanmax(res.residuals) < 0.5  # the per-layer after-the-fact check: sub-pixel
+
+
+def test_breathing_error_is_the_registered_stacks_own_defocus_motion_not_drift_along_the_tree():
+    # What is left of the corner error above is not accumulated along the chain of links: the same estimator run
+    # DIRECTLY on the registered (GT: identity) stack, between the reference and each layer, measures the same apparent
+    # motion (defocus differences and occlusion move intensity edges by 0.05-0.4 px between far-apart focus planes;
+    # ECC started from the TRUE transform converges there too). Measured: the two agree within 0.05 px per layer.
+    cases = _gt_cases()
+    layers, gt = cases["breathing"]
+    clean = cases["clean"][0]
+    res = align_stack(layers)
+    r = res.reference
+    h, w = layers.shape[2:]
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1.0]]).T
+
+    def moved(m):
+        q = m @ corners
+        return q[:2] / q[2] - corners[:2]
+
+    diffs, errs = [], []
+    for k in range(len(layers)):
+        if k == r:
+            continue
+        true = gt.matrices[k] @ np.linalg.inv(gt.matrices[r])
+        err = moved(np.linalg.inv(true) @ res.matrices[k])  # the estimate's error, in the reference frame
+        direct = align_stack(clean[[r, k]], mode="similarity", reference=0, match_brightness=False)
+        diffs.append(np.abs(err - moved(direct.matrices[1])).max())
+        errs.append(np.abs(err).max())
+    assert max(diffs) < 0.08, np.round(diffs, 3)
+    assert max(errs) > 2 * max(diffs)  # the agreement is not trivial: the errors themselves are larger
 
 
 def test_file_order_does_not_matter():
