@@ -25,7 +25,9 @@ same aligned layers. A fused image resampled onto the sources (``stackmff evalua
 "register"`` for results cropped by alignment) loses gradient energy in the bilinear warp (ratios ~0.8 for every
 method on the downscaled samples): compare methods there, not absolute values. A method that denoises flat-ish
 blocks scores a ratio below 1 there (noise energy removed): ``min_detail`` keeps blocks whose detail is mostly
-noise out.
+noise out. A block that spans several focus depths can rightly exceed 1 (its parts are sharp in different layers, so
+no single layer has all its detail): seen on the 170x116 EPFL microscope stack, where 32-px blocks are a fifth of
+the image; use smaller blocks on small images before reading ``r_b > 1.5`` as a halo.
 """
 
 from __future__ import annotations
