@@ -6,9 +6,14 @@ the shipped weights), ``device`` ("auto", "cpu", "cuda", "cuda:1"...), ``memory_
 before the network, default true; see :func:`~stackmff.models.inference.outlier_layers`), ``gather`` ("pyramid":
 Laplacian-pyramid blend steered by the probabilities, the default and the best PSNR/SSIM, see
 :func:`~stackmff.models.inference.pyramid_blend`; "hard": exact source values of the most probable layer, for 16-bit
-scientific data that must not be resampled; "soft": probability-weighted mean, the paper's output), ``half_res``
+scientific data that must not be resampled; "soft": probability-weighted mean; upstream's own code outputs "hard"), ``half_res``
 (cross-layer stage at half resolution, default true: ~2x less network time on CPU for -0.04 dB; false = the network
-exactly as trained).
+exactly as trained), ``preset`` ("default", or "upstream": the author's inference step by step, see
+:func:`~stackmff.models.inference.fuse_stack_upstream`; the other options except weights/device are then ignored).
+
+``weights`` may also be the author's upstream ``.pth`` (``stackmffv3.pth``, ``stackmffv3_star.pth``): V3 and V3-star
+files have the same keys, so the method says which head to use (``stackmff_v3`` = argmax, ``stackmff_v3_star`` =
+upstream's normalised expected layer).
 """
 
 from __future__ import annotations
@@ -18,16 +23,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .._checks import check_stack
+from .._checks import StackMFFError, check_stack
 from ..fusion.registry import FusionResult, register_method
-from .inference import DEFAULT_STAR_WEIGHTS, DEFAULT_WEIGHTS, fuse_stack_v3, load_model, resolve_device
+from .inference import (
+    DEFAULT_STAR_WEIGHTS,
+    DEFAULT_WEIGHTS,
+    PRESETS,
+    fuse_stack_upstream,
+    fuse_stack_v3,
+    load_model,
+    resolve_device,
+)
 
 __all__ = ["fuse_stackmff_v3", "fuse_stackmff_v3_star"]
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_model(path: str, device: str, mtime_ns: int):  # mtime in the key: a rewritten checkpoint is reloaded
-    return load_model(path, device=device)
+def _cached_model(path: str, device: str, mtime_ns: int, head: str):  # mtime: a rewritten checkpoint is reloaded
+    return load_model(path, device=device, head=head)
 
 
 def _run(
@@ -43,14 +56,25 @@ def _run(
     reject_outliers: bool,
     gather: str = "pyramid",
     half_res: bool = False,
+    preset: str = "default",
+    head: str = "classify",
 ) -> FusionResult:
     check_stack(stack)
+    if preset not in PRESETS:
+        raise StackMFFError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     dev = resolve_device(device)
     path = Path(weights) if weights is not None else default
     if path.is_dir():
         path = path / "model.pt"
     mtime = path.stat().st_mtime_ns if path.is_file() else 0  # a missing file fails in load_model with a hint
-    model = _cached_model(str(path.resolve()), str(dev), mtime)
+    model = _cached_model(str(path.resolve()), str(dev), mtime, head)
+    if model.cfg.head != head:
+        want, other = ("V3", "stackmff_v3_star") if head == "classify" else ("V3-star", "stackmff_v3")
+        raise StackMFFError(f"weights {path} are not {want} weights; use -m {other} for them")
+    if preset == "upstream":
+        res = fuse_stack_upstream(stack, model)
+        res.extras["weights"] = str(path)
+        return res
     res = fuse_stack_v3(
         stack,
         model,
@@ -81,6 +105,7 @@ def fuse_stackmff_v3(
     reject_outliers: bool = True,
     gather: str = "pyramid",
     half_res: bool = True,
+    preset: str = "default",
 ) -> FusionResult:
     """Fuse a ``(N, C, H, W)`` stack in [0, 1] with StackMFF V3 (any N >= 2, any layer order).
 
@@ -99,6 +124,7 @@ def fuse_stackmff_v3(
         reject_outliers=reject_outliers,
         gather=gather,
         half_res=half_res,
+        preset=preset,
     )
 
 
@@ -118,8 +144,10 @@ def fuse_stackmff_v3_star(
     overlap: int | None = None,
     precision: str = "auto",
     reject_outliers: bool = True,
+    preset: str = "default",
 ) -> FusionResult:
-    """Fuse a focus-ordered ``(N, C, H, W)`` stack with V3-star (needs a checkpoint with ``head="regress"``)."""
+    """Fuse a focus-ordered ``(N, C, H, W)`` stack with V3-star (a checkpoint with ``head="regress"``, or the
+    author's ``stackmffv3_star.pth``): upstream's head, the expected layer min-max normalised over the image."""
     return _run(
         stack,
         DEFAULT_STAR_WEIGHTS,
@@ -131,4 +159,6 @@ def fuse_stackmff_v3_star(
         precision=precision,
         reject_outliers=reject_outliers,
         gather="hard",
+        preset=preset,
+        head="regress",
     )

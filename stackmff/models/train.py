@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from .._checks import StackMFFError, check_choice
 from .inference import load_model, resolve_device, save_checkpoint
 from .registry import get_config
-from .stackmff_v3 import StackMFFV3, expected_index
+from .stackmff_v3 import StackMFFV3, star_depth, star_index
 
 __all__ = ["TrainConfig", "luma_batch", "train", "train_step"]
 
@@ -128,15 +128,17 @@ def luma_batch(layers: torch.Tensor) -> torch.Tensor:
 def _loss(model_cfg, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     # logits (B, N, H, W) float32, index (B, H, W) int64
     if model_cfg.head == "regress":
+        # V3-star as upstream (train_star.py): MSE between the depth map min-max normalised over the batch
+        # (star_depth) and the ground-truth depth in [0, 1] in layer units (focus-ordered stacks: index / (N - 1))
         n = logits.shape[1]
-        return F.mse_loss(expected_index(logits, dim=1), index.float() / max(n - 1, 1))
+        return F.mse_loss(star_depth(logits, dim=1), index.float() / max(n - 1, 1))
     return F.cross_entropy(logits, index)
 
 
 def _predict_index(model_cfg, logits: torch.Tensor) -> torch.Tensor:
-    if model_cfg.head == "regress":
+    if model_cfg.head == "regress":  # per image, as inference does (upstream evaluates one stack at a time)
         n = logits.shape[1]
-        return torch.round(expected_index(logits, dim=1) * (n - 1)).long()
+        return torch.stack([star_index(star_depth(lg, dim=0), n) for lg in logits])
     return logits.argmax(1)
 
 
