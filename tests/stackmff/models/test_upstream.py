@@ -111,7 +111,7 @@ def test_upstream_state_dict_loads_with_or_without_module_prefix(tmp_path):
 
 def test_export_refuses_what_upstream_cannot_express(tmp_path):
     small = create_model("v3_small")  # 2 heads, no rotary positions
-    with pytest.raises(StackMFFError, match="attention heads.*rotary"):
+    with pytest.raises(StackMFFError, match=r"attention heads.*rotary"):
         export_upstream(small, tmp_path / "x.pth")
     assert not (tmp_path / "x.pth").exists()
     export_upstream(_tiny(), tmp_path / "y.pth")
