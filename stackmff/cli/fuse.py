@@ -229,10 +229,20 @@ def _cmd_fuse_many(args: argparse.Namespace, run) -> int:
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
+    from ..models.methods import needs_weights
+
     methods = list_methods()
     if args.json:
         json.dump(
-            [{"name": m.name, "description": m.description, "learned": m.learned} for m in methods],
+            [
+                {
+                    "name": m.name,
+                    "description": m.description,
+                    "learned": m.learned,
+                    "needs_weights": needs_weights(m.name),
+                }
+                for m in methods
+            ],
             sys.stdout,
             indent=2,
         )
@@ -241,5 +251,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     width = max((len(m.name) for m in methods), default=0)
     for m in methods:
         mark = " (default)" if m.name == DEFAULT_METHOD else ""
+        if needs_weights(m.name):
+            mark += " (no shipped weights: needs --weights)"
         print(f"{m.name:<{width}}  {m.description}{mark}")
     return 0

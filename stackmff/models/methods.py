@@ -35,7 +35,13 @@ from .inference import (
     resolve_device,
 )
 
-__all__ = ["fuse_stackmff_v3", "fuse_stackmff_v3_star"]
+__all__ = ["fuse_stackmff_v3", "fuse_stackmff_v3_star", "needs_weights"]
+
+
+def needs_weights(method: str) -> bool:
+    """True when ``method`` is a learned method whose shipped weights are missing (it then needs ``--weights``)."""
+    default = {"stackmff_v3": DEFAULT_WEIGHTS, "stackmff_v3_star": DEFAULT_STAR_WEIGHTS}.get(method)
+    return default is not None and not default.is_file()
 
 
 @functools.lru_cache(maxsize=4)
