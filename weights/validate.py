@@ -8,8 +8,10 @@ Test sets (never seen in training; training draws procedural scenes with seed 0,
 
 Methods: every classical method; ``stackmff_v3`` with its defaults (``gather="pyramid"``: a Laplacian-pyramid blend
 steered by the probabilities; ``half_res=True``: the cross-layer stage at half resolution); ``stackmff_v3:hard``
-(exact source values of the most probable layer), ``stackmff_v3:soft`` (probability-weighted colour, the paper's
-output) and ``stackmff_v3:half_res=false`` (the default colour rule, the network exactly as trained).
+(exact source values of the most probable layer), ``stackmff_v3:soft`` (probability-weighted colour, OpenFocus'
+default; the author's code gathers hard), ``stackmff_v3:half_res=false`` (the default colour rule, the network
+exactly as trained) and ``stackmff_v3:preset=upstream`` (the author's inference step by step: 8-bit OpenCV gray,
+resize to a multiple of 32, fp32, argmax, nearest-resized index map, hard gather; no outlier rejection).
 For every stack and method: PSNR and SSIM (scikit-image, RGB, data range 1) of the fused image against the AiF image;
 ``shuffle_delta_db`` = |PSNR(layers in random order) - PSNR(focus order)|; ``invalid_delta_db`` = PSNR with four
 invalid layers inserted (blurred everywhere, duplicate, strong noise, exposure-shifted) minus clean PSNR.
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "stackmff_v3:hard",
         "stackmff_v3:soft",
         "stackmff_v3:half_res=false",
+        "stackmff_v3:preset=upstream",
     ]
     rows = []
     for set_name, stacks in _stacks(args).items():

@@ -476,8 +476,10 @@ def fuse_stack_v3(
         gather: "pyramid" (default) = :func:`pyramid_blend`, a Laplacian-pyramid blend steered by the probabilities
             (not exact source values; the best PSNR/SSIM of the three, see weights/README.md);
             "hard" = each pixel's colour is the exact source value of its most probable layer; "soft" = the
-            softmax-probability-weighted mean of the layers' values (the StackMFF V3 paper's and OpenFocus'
-            default output; not exact source values; +0.5 dB PSNR on noisy held-out procedural stacks).
+            softmax-probability-weighted mean of the layers' values (OpenFocus' default output; not exact source
+            values; +0.5 dB PSNR on noisy held-out procedural stacks). The author's own code (network.py,
+            predict_one_stack.py) is argmax + hard gather: ``preset="upstream"`` in the methods, see
+            :func:`fuse_stack_upstream`.
             "pyramid" keeps the blended logits (2 bytes per layer-pixel) instead of a gathered image.
         half_res: the cross-layer stage at half resolution (:func:`predict_logits`; default): ~2× less network
             time on CPU for -0.04 / -0.02 dB on the held-out sets (weights/README.md); False runs the network
