@@ -49,7 +49,9 @@ class TrainConfig:
         out_dir: checkpoints (``last.pt``), exports (``model.pt``, ``model_fp16.pt``) and ``live/`` metrics.
         model: registered variant name (see :func:`~stackmff.models.registry.list_models`).
         model_options: overrides of the variant's config fields.
-        init_from: checkpoint to start from (its architecture wins over ``model``), e.g. the shipped weights.
+        init_from: checkpoint to start from (its architecture wins over ``model``), e.g. the shipped weights;
+            ``model_options`` may still change the parameter-free fields ``head`` and ``rope`` (e.g. a V3-star
+            fine-tuned from V3 weights: ``head="regress"``).
         data: ``"procedural"`` or the root of an upstream-layout dataset tree.
         mode: procedural synthesis mode, ``"physical"`` or ``"upstream"``.
         size: square training crop side (multiple of 32).
@@ -343,6 +345,15 @@ def train(cfg: TrainConfig) -> Path:
 
     if cfg.init_from:
         model = load_model(cfg.init_from, device="cpu").train()
+        bad = sorted(set(cfg.model_options) - {"head", "rope"})
+        if bad:
+            raise StackMFFError(
+                f"--model-option {', '.join(bad)} cannot change the architecture of --init-from {cfg.init_from}; "
+                "only head and rope can"
+            )
+        for k, v in cfg.model_options.items():
+            setattr(model.cfg, k, v)
+        model.cfg.__post_init__()  # validates the new values
         log.info("fine-tuning from %s (%s)", cfg.init_from, model.cfg.extras.get("variant", "custom"))
     else:
         model = StackMFFV3(get_config(cfg.model, **cfg.model_options))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from stackmff._checks import StackMFFError
 from stackmff.cli import main as cli_main
 from stackmff.data.datasets import ProceduralStacks, collate_stacks
 from stackmff.models.inference import load_model
@@ -111,6 +112,17 @@ def test_init_from_keeps_the_checkpoint_architecture(tmp_path):
     src = train(TrainConfig(out_dir=str(tmp_path / "src"), steps=1, model_options={"rope": True}, **TINY))
     out = train(TrainConfig(out_dir=str(tmp_path / "ft"), steps=1, model="v3", init_from=str(src), **TINY))
     assert load_model(out).cfg.rope and load_model(out).cfg.dims == (16, 32, 64, 128)
+    # V3-star from V3 weights: the parameter-free head may change, the architecture may not
+    star = train(
+        TrainConfig(
+            out_dir=str(tmp_path / "star"), steps=1, init_from=str(src), model_options={"head": "regress"}, **TINY
+        )
+    )
+    assert load_model(star).cfg.head == "regress" and load_model(star).cfg.dims == (16, 32, 64, 128)
+    with pytest.raises(StackMFFError, match="cannot change the architecture"):
+        train(
+            TrainConfig(out_dir=str(tmp_path / "x"), steps=1, init_from=str(src), model_options={"dims": (8,)}, **TINY)
+        )
 
 
 def test_cli_train_and_errors(tmp_path, capsys):
