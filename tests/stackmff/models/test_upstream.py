@@ -214,3 +214,33 @@ def test_upstream_outputs_follow_the_scripts_formulas():
     np.testing.assert_array_equal(o["depth_index"], 4 - idx)
     np.testing.assert_array_equal(o["depth_map"], [[255, 191], [127, 0]])
     np.testing.assert_array_equal(o["focus_indices"], ((4 - idx) / 4 * 255).astype(np.uint8))
+
+
+def test_dataset_commands_write_upstream_outputs_and_time_per_dataset(tmp_path, capsys):
+    root = tmp_path / "bench"
+    _write_stack(root / "DS" / "dof_stack" / "s1", n=3, h=40, w=48)
+    _write_stack(root / "DS" / "dof_stack" / "s2", n=3, h=40, w=48, seed=1)
+    for k, side in enumerate("AB"):
+        _write_stack(tmp_path / "tmp", n=2, h=40, w=48, seed=5)
+        (root / "P" / side).mkdir(parents=True)
+        (tmp_path / "tmp" / f"{k}.png").rename(root / "P" / side / "1.png")
+    out = tmp_path / "out"
+    args = ["fuse-dataset", str(root), "-o", str(out), "-m", "focus_measure", "--no-progress", "--align", "none"]
+    assert cli_main([*args, "--upstream-outputs", "--warmup", "1"]) == 0
+    assert "DS: " in capsys.readouterr().err  # the per-dataset mean time after warm-up
+    for name in ("fused_gray", "focus_indices", "focus_colormap"):
+        assert (out / "DS" / name / "s1.png").is_file() and (out / "DS" / name / "s2.png").is_file()
+    idx = cv2.imread(str(out / "DS" / "focus_indices" / "s1.png"), cv2.IMREAD_UNCHANGED)
+    assert set(np.unique(idx)) <= {0, 127, 254}  # index * (255 // 2)
+    pargs = ["fuse-pairs", str(root), "-o", str(tmp_path / "po"), "-m", "focus_measure", "--no-progress"]
+    assert cli_main([*pargs, "--datasets", "P", "--align", "none", "--upstream-outputs"]) == 0
+    fwd = cv2.imread(str(tmp_path / "po" / "P" / "focus_indices" / "1.png"), cv2.IMREAD_UNCHANGED)
+    rev_args = ["--datasets", "P", "--align", "none", "--upstream-outputs", "--reverse", "--overwrite"]
+    assert cli_main([*pargs, *rev_args]) == 0
+    rev = cv2.imread(str(tmp_path / "po" / "P" / "focus_indices" / "1.png"), cv2.IMREAD_UNCHANGED)
+    assert set(np.unique(fwd)) == {0, 255}  # both layers chosen somewhere
+    np.testing.assert_array_equal(rev, 255 - fwd)  # N - 1 - index, scaled by 255 // 1
+    # an existing output is refused; --preset upstream needs a V3 method
+    assert cli_main([*pargs, "--datasets", "P", "--align", "none", "--upstream-outputs"]) == 2
+    assert cli_main([*args, "--preset", "upstream", "-o", str(tmp_path / "x")]) == 2
+    assert "needs -m stackmff_v3" in capsys.readouterr().err
