@@ -525,8 +525,10 @@ def fuse_stack_v3(
 
     # "pyramid" keeps the blended logits of the whole image (fp16: 2 bytes per layer-pixel) for the blend below
     logits = np.empty((n, h, w), np.float16) if gather == "pyramid" else None
+    regress = model.cfg.head == "regress"
+    depth = np.empty((h, w), np.float32) if regress else None  # V3-star's normalised depth map, kept as an output
     image, index, conf = _blend_tiles(
-        stack, logits_fn, plan, regress=model.cfg.head == "regress", soft=gather == "soft", logits_out=logits
+        stack, logits_fn, plan, regress=regress, soft=gather == "soft", logits_out=logits, depth_out=depth
     )
     if logits is not None:
         image = pyramid_blend(stack, logits)
@@ -546,6 +548,7 @@ def fuse_stack_v3(
             "rejected_layers": rejected.tolist(),
             "gather": gather,
             "half_res": half_res,
+            **({"depth": depth} if depth is not None else {}),
         },
     )
 

@@ -143,6 +143,8 @@ def test_star_head_normalises_over_the_image_then_rounds(tmp_path):
     expect = torch.round(d * 4).to(torch.int32).numpy()
     assert (res.index_map == expect).mean() > 0.999  # float rounding at .5 boundaries only
     assert res.index_map.min() == 0 and res.index_map.max() == 4  # the range always spans every layer
+    # the depth map is an output too (an untrained net's E[k] spans ~1e-5: the min-max stretches float rounding)
+    assert np.abs(res.extras["depth"] - d.numpy()).mean() < 1e-3
     # tiled: still one normalisation over the whole image
     tiled = fuse_stack_v3(st, m, gather="hard", precision="fp32", reject_outliers=False, tile=32, overlap=8)
     assert tiled.index_map.min() == 0 and tiled.index_map.max() == 4
