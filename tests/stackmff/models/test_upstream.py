@@ -244,3 +244,21 @@ def test_dataset_commands_write_upstream_outputs_and_time_per_dataset(tmp_path, 
     assert cli_main([*pargs, "--datasets", "P", "--align", "none", "--upstream-outputs"]) == 2
     assert cli_main([*args, "--preset", "upstream", "-o", str(tmp_path / "x")]) == 2
     assert "needs -m stackmff_v3" in capsys.readouterr().err
+
+
+def test_every_listed_method_runs_with_the_shipped_weights():
+    from stackmff.fusion import list_methods
+    from stackmff.models.methods import needs_weights
+
+    stack = np.stack([np.stack([_gradient(k)] * 3) for k in range(3)]).astype(np.float32)
+    for m in list_methods():
+        if m.learned and needs_weights(m.name):
+            pytest.fail(f"{m.name} is listed but has no shipped weights")
+        res = m(stack)
+        assert res.image.shape == (3, 64, 64) and np.isfinite(res.image).all()
+
+
+def _gradient(k: int) -> np.ndarray:
+    rng = np.random.default_rng(k)
+    base = cv2.resize(rng.random((8, 8)).astype(np.float32), (64, 64), interpolation=cv2.INTER_NEAREST)
+    return cv2.GaussianBlur(base, (0, 0), 0.5 + 2 * k)
