@@ -90,6 +90,19 @@ def test_methods_lists_names_and_default(capsys):
     assert all(m["description"] for m in listed)
 
 
+def test_methods_says_which_need_weights(capsys, monkeypatch, tmp_path):
+    from stackmff.models import methods
+
+    monkeypatch.setattr(methods, "DEFAULT_STAR_WEIGHTS", tmp_path / "absent.pt")
+    assert main(["methods", "--json"]) == 0
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert listed["stackmff_v3_star"]["needs_weights"] and not listed["stackmff_v3"]["needs_weights"]
+    assert not any(listed[n]["needs_weights"] for n in CLASSICAL)
+    assert main(["methods"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("stackmff_v3_star "))
+    assert "needs --weights" in line
+
+
 def test_gray_rgb_rgba_mix_fuses(tmp_path, capsys):
     stack, _, _ = synthetic_stack(3, height=32, width=32)
     folder = tmp_path / "mix"

@@ -13,8 +13,10 @@ Test sets (never seen in training; training draws procedural scenes with seed 0,
 
 Methods: every classical method; ``stackmff_v3`` with its defaults (``gather="pyramid"``: a Laplacian-pyramid blend
 steered by the probabilities; ``half_res=True``: the cross-layer stage at half resolution); ``stackmff_v3:hard``
-(exact source values of the most probable layer), ``stackmff_v3:soft`` (probability-weighted colour, the paper's
-output) and ``stackmff_v3:half_res=false`` (the default colour rule, the network exactly as trained).
+(exact source values of the most probable layer), ``stackmff_v3:soft`` (probability-weighted colour, OpenFocus'
+default; the author's code gathers hard), ``stackmff_v3:half_res=false`` (the default colour rule, the network
+exactly as trained) and ``stackmff_v3:preset=upstream`` (the author's inference step by step: 8-bit OpenCV gray,
+resize to a multiple of 32, fp32, argmax, nearest-resized index map, hard gather; no outlier rejection).
 ``oracle:hard`` / ``oracle:pyramid`` (``--oracle``) replace the network by the ground-truth focus index (one-hot
 logits) under the same colour rule: the ceiling a perfect classifier would reach, so ``oracle - stackmff_v3`` is what
 a bigger model or better training data could gain at most with that rule (clean stacks only).
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "stackmff_v3:hard",
         "stackmff_v3:soft",
         "stackmff_v3:half_res=false",
+        "stackmff_v3:preset=upstream",
     ]
     rows = []
     for set_name, stacks in _stacks(args).items():

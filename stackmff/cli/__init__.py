@@ -30,6 +30,7 @@ _COMMAND_MODULES = (
     "stackmff.cli.train",
     "stackmff.cli.evaluate",
     "stackmff.cli.align",
+    "stackmff.cli.export",
 )
 
 

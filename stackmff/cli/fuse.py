@@ -60,6 +60,12 @@ def _method_options(args: argparse.Namespace) -> dict:
                 "(drop it, or choose --method stackmff_v3)"
             )
         opts[key] = value
+    if getattr(args, "preset", "default") != "default":
+        if args.method not in ("stackmff_v3", "stackmff_v3_star"):
+            raise StackMFFError(
+                f"--preset {args.preset} needs -m stackmff_v3 or -m stackmff_v3_star, not {args.method}"
+            )
+        opts["preset"] = args.preset
     return fm.check_options(opts)
 
 
@@ -73,11 +79,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _align(args: argparse.Namespace) -> str:
+    # upstream does not register layers: --preset upstream turns the automatic alignment off
+    return "none" if getattr(args, "preset", "default") == "upstream" and args.align == "auto" else args.align
+
+
 def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
     g = p.add_argument_group("fusion")
     g.add_argument("-m", "--method", default=DEFAULT_METHOD, help="fusion method (see `stackmff methods`)")
     g.add_argument("-O", "--option", action="append", metavar="KEY=VALUE", help="method option, repeatable")
-    g.add_argument("--weights", help="checkpoint for learned methods (default: the shipped weights)")
+    g.add_argument(
+        "--weights",
+        help="checkpoint for learned methods (default: the shipped weights); also the author's upstream .pth "
+        "(stackmffv3.pth with -m stackmff_v3, stackmffv3_star.pth with -m stackmff_v3_star)",
+    )
+    g.add_argument(
+        "--preset",
+        choices=("default", "upstream"),
+        default="default",
+        help="upstream = the author's inference step by step (OpenCV gray, resize to a multiple of 32, fp32, argmax, "
+        "hard gather; no outlier rejection, no pyramid blend, no alignment unless --align is given)",
+    )
     a = p.add_argument_group("alignment")
     a.add_argument(
         "--align",
@@ -111,12 +133,36 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
             "--index-map", metavar="PATH", help="also write the source-layer index map (16-bit PNG + preview)"
         )
         o.add_argument("--bit-depth", type=int, choices=(8, 16), help="output bit depth (default: that of the input)")
+        o.add_argument(
+            "--upstream-outputs",
+            action="store_true",
+            help="also write the upstream scripts' images beside OUTPUT: OUT_fused_gray.png, OUT_focus_indices.png "
+            "(8-bit scaled), OUT_focus_colormap.png (rainbow); V3-star adds depth_map/depth_colormap/depth_index.npy",
+        )
     else:
         o.add_argument("--ext", default=".png", help="extension of the fused images")
         o.add_argument(
             "--index-maps", action="store_true", help="also write OUTDIR/<dataset>/index_maps/<scene>.png (+ preview)"
         )
         o.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        o.add_argument(
+            "--upstream-outputs",
+            action="store_true",
+            help="also write the upstream scripts' images to OUTDIR/<dataset>/{fused_gray,focus_indices,"
+            "focus_colormap}/<scene>.png (V3-star: also depth_map, depth_colormap, depth_index)",
+        )
+        o.add_argument(
+            "--warmup",
+            type=int,
+            default=0,
+            metavar="K",
+            help="fuse each dataset's first stack K times untimed before timing (upstream: 3); prints mean times",
+        )
+    o.add_argument(
+        "--reverse",
+        action="store_true",
+        help="with --upstream-outputs: index -> N-1-index and depth -> 1-depth (upstream star scripts' --reverse)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -161,10 +207,12 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         args.method,
         index_map=args.index_map,
         overwrite=args.overwrite,
-        align=args.align,
+        align=_align(args),
         bit_depth=args.bit_depth,
         method_options=_method_options(args),
         align_options=alignment_options(args),
+        upstream=args.upstream_outputs,
+        reverse=args.reverse,
     )
     _emit(args, summary)
     if not args.json:
@@ -201,11 +249,14 @@ def _cmd_fuse_many(args: argparse.Namespace, run) -> int:
             datasets=args.datasets,
             ext=args.ext,
             overwrite=args.overwrite,
-            align=args.align,
+            align=_align(args),
             index_maps=args.index_maps,
             progress=not args.no_progress,
             method_options=_method_options(args),
             align_options=alignment_options(args),
+            upstream=args.upstream_outputs,
+            reverse=args.reverse,
+            warmup=args.warmup,
         )
     except PartialFailure as exc:
         _emit(args, exc.results)
@@ -217,14 +268,33 @@ def _cmd_fuse_many(args: argparse.Namespace, run) -> int:
         skipped = len(summaries) - len(done)
         note = f"; skipped {skipped} finished (--overwrite redoes them)" if skipped else ""
         print(f"fused {len(done)} scenes into {args.output} ({args.method}, {seconds:.1f} s){note}", file=sys.stderr)
+        if args.warmup:  # upstream's per-dataset timing (scenes fused in this run)
+            for ds in dict.fromkeys(s["dataset"] for s in done):
+                rows = [s for s in done if s["dataset"] == ds and "fuse_seconds" in s]
+                if not rows:
+                    continue
+                line = f"{ds}: {sum(s['fuse_seconds'] for s in rows) / len(rows):.4f} s fusion per stack"
+                if all("network_seconds" in s for s in rows):
+                    line += f", {sum(s['network_seconds'] for s in rows) / len(rows):.4f} s network"
+                print(line, file=sys.stderr)
     return 0
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
+    from ..models.methods import needs_weights
+
     methods = list_methods()
     if args.json:
         json.dump(
-            [{"name": m.name, "description": m.description, "learned": m.learned} for m in methods],
+            [
+                {
+                    "name": m.name,
+                    "description": m.description,
+                    "learned": m.learned,
+                    "needs_weights": needs_weights(m.name),
+                }
+                for m in methods
+            ],
             sys.stdout,
             indent=2,
         )
@@ -233,5 +303,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     width = max((len(m.name) for m in methods), default=0)
     for m in methods:
         mark = " (default)" if m.name == DEFAULT_METHOD else ""
+        if needs_weights(m.name):
+            mark += " (no shipped weights: needs --weights)"
         print(f"{m.name:<{width}}  {m.description}{mark}")
     return 0

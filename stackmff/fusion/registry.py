@@ -39,7 +39,7 @@ class FusionResult:
         image: fused image ``(C, H, W)`` float32 in [0, 1].
         index_map: ``(H, W)`` int source layer per pixel, for methods that pick one layer per pixel (else None).
         confidence: ``(H, W)`` float in [0, 1], how sure the method is of ``index_map`` (else None).
-        extras: method-specific diagnostics (small values only).
+        extras: method-specific diagnostics (small values; plus the maps "gray" and "depth" of ``preset="upstream"``).
     """
 
     image: np.ndarray

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -34,7 +35,10 @@ __all__ = [
     "fuse_pairs",
     "fuse_to_file",
     "planned_outputs",
+    "rainbow",
     "save_index_map",
+    "save_upstream_outputs",
+    "upstream_outputs",
 ]
 
 log = logging.getLogger("stackmff")
@@ -133,6 +137,87 @@ def check_outputs(paths: Sequence[Path], *, overwrite: bool, inputs: Sequence[Pa
         )
 
 
+UPSTREAM_OUTPUTS = ("fused_gray", "focus_indices", "focus_colormap", "depth_map", "depth_colormap", "depth_index")
+
+
+def rainbow(values: np.ndarray) -> np.ndarray:
+    """Matplotlib's "rainbow" colour map of ``values`` in [0, 1] (clipped), as upstream's ``gray_to_colormap``:
+    ``(H, W, 3)`` uint8 RGB."""
+    import matplotlib
+
+    rgba = matplotlib.colormaps["rainbow"](np.clip(np.asarray(values, np.float64), 0, 1))
+    return (rgba[..., :3] * 255).astype(np.uint8)
+
+
+def upstream_outputs(result: FusionResult, n_layers: int, *, reverse: bool = False) -> dict[str, np.ndarray]:
+    """The extra images the author's prediction scripts write, computed as they compute them (8-bit, truncated).
+
+    ``fused_gray``: upstream's grayscale fused image (``--preset upstream``: the gathered network-resolution luma
+    resized back; otherwise the Rec.601 luma of the fused image); ``focus_indices``: the index map scaled to 8 bits
+    (V3 scripts: ``index · (255 // (N - 1))``; V3-star: ``index / (N - 1) · 255``); ``focus_colormap``: rainbow of
+    ``index / (N - 1)``. With a depth map (V3-star): ``depth_map`` (``depth · 255``), ``depth_colormap`` and
+    ``depth_index`` (the raw index map, saved as ``.npy``). ``reverse`` (the star scripts' ``--reverse``): depth
+    becomes ``1 - depth`` and index ``N - 1 - index`` in these outputs (the fused image is unchanged).
+    """
+    if result.index_map is None:
+        raise StackMFFError("upstream outputs need a method with an index map (stackmff_v3, stackmff_v3_star, ...)")
+    top = max(n_layers - 1, 1)
+    idx = np.asarray(result.index_map).astype(np.int64)
+    depth = result.extras.get("depth")
+    if reverse:
+        idx = (n_layers - 1) - idx
+        depth = None if depth is None else 1.0 - depth
+    gray = result.extras.get("gray")
+    if gray is None:
+        from ..models.inference import luma
+
+        gray = luma(result.image)
+    out = {"fused_gray": (np.asarray(gray) * 255).astype(np.uint8)}
+    if depth is None:
+        out["focus_indices"] = idx.astype(np.uint8) * np.uint8(255 // top)
+    else:
+        out["focus_indices"] = (idx / top * 255).astype(np.uint8)
+    out["focus_colormap"] = rainbow(idx.astype(np.float32) / top)
+    if depth is not None:
+        out["depth_map"] = (np.asarray(depth) * 255).astype(np.uint8)
+        out["depth_colormap"] = rainbow(depth)
+        out["depth_index"] = idx
+    return out
+
+
+def save_upstream_outputs(
+    paths: dict[str, Path],
+    result: FusionResult,
+    n_layers: int,
+    *,
+    reverse: bool = False,
+    overwrite: bool = False,
+    outputs: OutputSet | None = None,
+) -> list[Path]:
+    """Write :func:`upstream_outputs` to ``paths[name]`` (``depth_index`` as ``.npy``, the rest as images), all or
+    none (staged in ``outputs`` when given)."""
+    arrays = upstream_outputs(result, n_layers, reverse=reverse)
+    written = []
+    with nullcontext(outputs) if outputs is not None else OutputSet(overwrite=overwrite) as outs:
+        for name, arr in arrays.items():
+            p = paths[name]
+            if name == "depth_index":
+                buf = io.BytesIO()
+                np.save(buf, arr)
+                outs.write_bytes(p, buf.getbuffer())
+            else:
+                save_image(p, arr.transpose(2, 0, 1) if arr.ndim == 3 else arr, overwrite=overwrite, outputs=outs)
+            written.append(p)
+    return written
+
+
+def _upstream_paths_beside(output: Path) -> dict[str, Path]:
+    # fuse: OUT_fused_gray.png, OUT_focus_indices.png ... next to the fused image
+    return {
+        n: output.with_name(f"{output.stem}_{n}" + (".npy" if n == "depth_index" else ".png")) for n in UPSTREAM_OUTPUTS
+    }
+
+
 def fuse_to_file(
     inputs: str | Path | Sequence[str | Path],
     output: str | Path,
@@ -144,20 +229,24 @@ def fuse_to_file(
     bit_depth: int | None = None,
     method_options: dict | None = None,
     align_options: dict | None = None,
+    upstream: dict[str, Path] | bool = False,
+    reverse: bool = False,
 ) -> dict:
     """Fuse the images ``inputs`` (folder or files) into ``output``; returns a JSON-able summary.
 
     Everything checkable from the arguments (output paths, method options, weights, device) is checked before the
-    images are loaded. The fused image, the index map + preview and the transforms file (``align_options``
-    ``save_transforms``) are written together or not at all; existing outputs are refused unless ``overwrite``.
+    images are loaded. The fused image, the index map + preview, the transforms file (``align_options``
+    ``save_transforms``) and the upstream outputs are written together or not at all; existing outputs are refused
+    unless ``overwrite``. ``upstream``: also write the upstream scripts' outputs (:func:`upstream_outputs`; True =
+    ``OUT_<name>.png`` beside the fused image, or a dict of paths by name), ``reverse`` flipping their index and depth.
     """
     output = Path(output)
+    up_paths = _upstream_paths_beside(output) if upstream is True else (upstream or None)
     fm = get_fusion_method(method)
     save_to = (align_options or {}).get("save_transforms") if align != "none" else None
     files = collect_files(inputs)
-    check_outputs(
-        planned_outputs(output, index_map=index_map, save_transforms=save_to), overwrite=overwrite, inputs=files
-    )
+    planned = planned_outputs(output, index_map=index_map, save_transforms=save_to) + list((up_paths or {}).values())
+    check_outputs(planned, overwrite=overwrite, inputs=files)
     method_options = fm.check_options(method_options or {})
     if align != "none" and (align_options or {}).get("transforms") is not None:
         from ..align import load_transforms
@@ -181,8 +270,13 @@ def fuse_to_file(
             else:
                 maps = save_index_map(index_map, result.index_map, stack.n, overwrite=overwrite, outputs=outs)
                 written += [str(p) for p in maps]
+        if up_paths:
+            ups = save_upstream_outputs(up_paths, result, stack.n, reverse=reverse, overwrite=overwrite, outputs=outs)
+            written += [str(p) for p in ups]
         if save_to is not None:
             written.append(str(save_to))
+    if "network_seconds" in result.extras:
+        info["network_seconds"] = result.extras["network_seconds"]
     h, w = stack.size
     return {
         "inputs": [str(p) for p in dict.fromkeys(stack.paths)],
@@ -220,6 +314,9 @@ def fuse_dataset(
     progress: bool = True,
     method_options: dict | None = None,
     align_options: dict | None = None,
+    upstream: bool = False,
+    reverse: bool = False,
+    warmup: int = 0,
 ) -> list[dict]:
     """Fuse every stack of ``<root>/<dataset>/dof_stack/<scene>/`` into ``<outdir>/<dataset>/<scene><ext>``.
 
@@ -227,6 +324,10 @@ def fuse_dataset(
     :func:`stackmff.align.align_stack` keywords applied to every stack (e.g. ``frame``, ``drop_failed``).
     Finished scenes are skipped unless ``overwrite``; a failed scene does not stop the others (see
     :class:`~stackmff._checks.PartialFailure`).
+    ``upstream``: also the upstream scripts' outputs in ``<outdir>/<dataset>/<name>/<scene>.png`` (names of
+    :func:`upstream_outputs`; ``reverse`` flips their index/depth). ``warmup``: fuse each dataset's first stack this
+    many times, untimed, before its stacks are timed (upstream: 3 network passes), so that per-dataset mean times
+    (``fuse_seconds``, and ``network_seconds`` with ``--preset upstream``) leave out one-off start-up costs.
     """
     scenes = [(sc.dataset, sc.scene, sc.stack_dir) for sc in find_stack_scenes(root, datasets)]
     return _fuse_many(
@@ -240,6 +341,9 @@ def fuse_dataset(
         progress=progress,
         method_options=method_options,
         align_options=align_options,
+        upstream=upstream,
+        reverse=reverse,
+        warmup=warmup,
     )
 
 
@@ -256,6 +360,9 @@ def fuse_pairs(
     progress: bool = True,
     method_options: dict | None = None,
     align_options: dict | None = None,
+    upstream: bool = False,
+    reverse: bool = False,
+    warmup: int = 0,
 ) -> list[dict]:
     """Fuse every pair of ``<root>/<dataset>/{A,B}/`` into ``<outdir>/<dataset>/<name><ext>`` (options as
     :func:`fuse_dataset`)."""
@@ -271,6 +378,9 @@ def fuse_pairs(
         progress=progress,
         method_options=method_options,
         align_options=align_options,
+        upstream=upstream,
+        reverse=reverse,
+        warmup=warmup,
     )
 
 
@@ -286,6 +396,9 @@ def _fuse_many(
     progress: bool,
     method_options: dict | None,
     align_options: dict | None,
+    upstream: bool = False,
+    reverse: bool = False,
+    warmup: int = 0,
 ) -> list[dict]:
     """Fuse ``(dataset, scene, inputs)`` into ``<outdir>/<dataset>/<scene><ext>`` (index maps in
     ``<outdir>/<dataset>/index_maps/``) with one progress bar.
@@ -304,6 +417,7 @@ def _fuse_many(
         raise StackMFFError(f"OUTDIR {outdir} is a file; -o takes a folder for the fused images")
     check_writable_folder(outdir, f"OUTDIR {outdir}")
     summaries: list[dict] = []
+    warmed: set[str] = set()
     for dataset, scene, inputs in _progress(scenes, f"fuse {method}", progress):
         folder = outdir / dataset
         target = folder / f"{scene}{ext}"
@@ -311,7 +425,18 @@ def _fuse_many(
         if not overwrite and target.is_file():  # written with its index map in one go: the scene is finished
             summaries.append({"dataset": dataset, "scene": scene, "skipped": True, "outputs": [str(target)]})
             continue
+        up = (
+            {n: folder / n / (scene + (".npy" if n == "depth_index" else ".png")) for n in UPSTREAM_OUTPUTS}
+            if upstream
+            else False
+        )
         try:
+            if warmup > 0 and dataset not in warmed:  # untimed passes on the dataset's first stack
+                warmed.add(dataset)
+                st = load_stack(inputs, compact=fm.learned)
+                for _ in range(warmup):
+                    fuse_loaded(st, method, align=align, method_options=method_options, align_options=align_options)
+                del st
             s = fuse_to_file(
                 inputs,
                 target,
@@ -321,6 +446,8 @@ def _fuse_many(
                 align=align,
                 method_options=method_options,
                 align_options=align_options,
+                upstream=up,
+                reverse=reverse,
             )
         except (StackMFFError, OSError, MemoryError) as exc:
             msg = " ".join(str(exc).split()) or type(exc).__name__

@@ -29,13 +29,26 @@ import torch.nn.functional as F
 from .._checks import StackMFFError
 from ..fusion._common import lowpass_deviation, luma_hwc, noise_std
 from ..fusion.registry import FusionResult
-from .stackmff_v3 import StackMFFV3, StackMFFV3Config, expected_index, fold_batchnorm
+from ._weights import DEFAULT_WEIGHTS  # torch-free, re-exported here
+from .stackmff_v3 import (
+    StackMFFV3,
+    StackMFFV3Config,
+    expected_index,
+    fold_batchnorm,
+    remap_upstream_state_dict,
+    star_index,
+    to_upstream_state_dict,
+    upstream_config,
+)
 
 __all__ = [
     "DEFAULT_WEIGHTS",
     "TilePlan",
     "auto_memory_budget",
+    "export_upstream",
+    "fuse_stack_upstream",
     "fuse_stack_v3",
+    "is_upstream_state_dict",
     "load_model",
     "luma",
     "noise_outliers",
@@ -50,10 +63,6 @@ __all__ = [
 
 log = logging.getLogger("stackmff")
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
-# The shipped weights; STACKMFF_WEIGHTS overrides the location (e.g. an installed package without the repo tree).
-DEFAULT_WEIGHTS = Path(os.environ.get("STACKMFF_WEIGHTS", WEIGHTS_DIR / "stackmff_v3.pt"))
-DEFAULT_STAR_WEIGHTS = Path(os.environ.get("STACKMFF_STAR_WEIGHTS", WEIGHTS_DIR / "stackmff_v3_star.pt"))
 
 _REC601 = (0.299, 0.587, 0.114)
 
@@ -101,16 +110,25 @@ def save_checkpoint(path: str | Path, model: StackMFFV3, *, half: bool = False, 
     return path
 
 
-def load_model(weights: str | Path | None = None, *, device: str | torch.device | None = "cpu") -> StackMFFV3:
-    """Load a checkpoint written by :func:`save_checkpoint` or by training (config restored from the file).
+def load_model(
+    weights: str | Path | None = None, *, device: str | torch.device | None = "cpu", head: str | None = None
+) -> StackMFFV3:
+    """Load a checkpoint written by :func:`save_checkpoint` or by training, or the author's upstream ``.pth``.
+
+    Upstream checkpoints (``stackmffv3.pth``, ``stackmffv3_star.pth``, or any state dict saved by its training
+    scripts, with or without DataParallel's ``module.`` prefix) are recognised by their keys; the architecture is
+    read from the tensor shapes (:func:`~stackmff.models.stackmff_v3.upstream_config`). V3 and V3-star files have
+    identical keys, so ``head`` ("classify" = V3, "regress" = V3-star) says which; without it a file whose name
+    contains "star" is taken as V3-star, any other as V3.
 
     Args:
         weights: checkpoint file, or a training output folder (its ``model.pt``); ``None`` = the shipped
             :data:`DEFAULT_WEIGHTS`.
         device: where to put the model.
+        head: for upstream files only: "classify" or "regress" (project checkpoints carry their own).
 
     Raises:
-        StackMFFError: missing or unreadable file.
+        StackMFFError: missing or unreadable file, or a state dict that is neither format.
     """
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if path.is_dir():  # a training output folder
@@ -123,11 +141,61 @@ def load_model(weights: str | Path | None = None, *, device: str | torch.device 
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors carry long messages; keep one line
         raise StackMFFError(f"cannot read weights {path} ({type(exc).__name__}); is it a stackmff checkpoint?") from exc
+    if is_upstream_state_dict(ckpt):
+        head = head or ("regress" if "star" in path.name.lower() else "classify")
+        try:
+            cfg = upstream_config(ckpt, head=head)
+            model = StackMFFV3(cfg)
+            model.load_state_dict(remap_upstream_state_dict({k: v.float() for k, v in ckpt.items()}))
+        except (KeyError, ValueError, RuntimeError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StackMFFError(
+                f"weights {path} look like an upstream StackMFF V3 state dict but do not fit: {msg}"
+            ) from None
+        log.info("loaded upstream %s weights %s", "V3-star" if head == "regress" else "V3", path)
+        return model.to(resolve_device(device)).eval()
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise StackMFFError(f"weights {path} is not a stackmff checkpoint (needs 'config' and 'model'); re-export it")
+        raise StackMFFError(
+            f"weights {path} is neither a stackmff checkpoint (needs 'config' and 'model') nor an upstream "
+            "StackMFF V3 state dict; re-export it"
+        )
     model = StackMFFV3(StackMFFV3Config.from_dict(ckpt["config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
     return model.to(resolve_device(device)).eval()
+
+
+def is_upstream_state_dict(obj) -> bool:
+    """True for a plain state dict with upstream StackMFF V3 / V3-star keys (``module.`` prefix allowed)."""
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+        and any(k.removeprefix("module.").startswith("feature_extraction.encoder.") for k in obj)
+    )
+
+
+def export_upstream(model: StackMFFV3, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``model`` as a plain fp32 state dict that the upstream ``StackMFF_V3`` (``StackMFF_V3_Star`` for a
+    regression head) loads with ``load_state_dict``; atomic (temp file + rename).
+
+    Raises:
+        StackMFFError: the architecture is not expressible upstream, or ``path`` exists without ``overwrite``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise StackMFFError(f"{path} exists; pass --overwrite to replace it")
+    try:
+        sd = to_upstream_state_dict(model)
+    except ValueError as exc:
+        raise StackMFFError(
+            f"this checkpoint cannot be written for the upstream code: {exc}; only upstream-shaped variants "
+            "(e.g. --model v3, v3_star) export"
+        ) from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(sd, tmp)
+    os.replace(tmp, path)
+    return path
 
 
 # ------------------------------------------------------------------------------------------------- tiling
@@ -442,8 +510,10 @@ def fuse_stack_v3(
         gather: "pyramid" (default) = :func:`pyramid_blend`, a Laplacian-pyramid blend steered by the probabilities
             (not exact source values; the best PSNR/SSIM of the three, see weights/README.md);
             "hard" = each pixel's colour is the exact source value of its most probable layer; "soft" = the
-            softmax-probability-weighted mean of the layers' values (the StackMFF V3 paper's and OpenFocus'
-            default output; not exact source values; +0.5 dB PSNR on noisy held-out procedural stacks).
+            softmax-probability-weighted mean of the layers' values (OpenFocus' default output; not exact source
+            values; +0.5 dB PSNR on noisy held-out procedural stacks). The author's own code (network.py,
+            predict_one_stack.py) is argmax + hard gather: ``preset="upstream"`` in the methods, see
+            :func:`fuse_stack_upstream`.
             "pyramid" keeps the blended logits (2 bytes per layer-pixel) instead of a gathered image.
         half_res: the cross-layer stage at half resolution (:func:`predict_logits`; default): ~2× less network
             time on CPU for -0.04 / -0.02 dB on the held-out sets (weights/README.md); False runs the network
@@ -491,8 +561,10 @@ def fuse_stack_v3(
 
     # "pyramid" keeps the blended logits of the whole image (fp16: 2 bytes per layer-pixel) for the blend below
     logits = np.empty((n, h, w), np.float16) if gather == "pyramid" else None
+    regress = model.cfg.head == "regress"
+    depth = np.empty((h, w), np.float32) if regress else None  # V3-star's normalised depth map, kept as an output
     image, index, conf = _blend_tiles(
-        stack, logits_fn, plan, regress=model.cfg.head == "regress", soft=gather == "soft", logits_out=logits
+        stack, logits_fn, plan, regress=regress, soft=gather == "soft", logits_out=logits, depth_out=depth
     )
     if logits is not None:
         image = pyramid_blend(stack, logits)
@@ -513,8 +585,81 @@ def fuse_stack_v3(
             "rejected_layers": rejected.tolist(),
             "gather": gather,
             "half_res": half_res,
+            **({"depth": depth} if depth is not None else {}),
         },
     )
+
+
+PRESETS = ("default", "upstream")
+
+
+def fuse_stack_upstream(stack: np.ndarray | Sequence[np.ndarray], model: StackMFFV3) -> FusionResult:
+    """Upstream inference step by step (``predict_one_stack.py`` / ``predict_one_stack_star.py``), for comparison.
+
+    1. the layers as 8-bit pixels (``cv2.imread``; 8-bit inputs exactly, 16-bit inputs rounded to 8 bits);
+    2. grayscale with OpenCV (``COLOR_BGR2GRAY``), divided by 255;
+    3. bilinear resize (``align_corners=False``) to the next multiple of 32 (a resize, not padding);
+    4. the network at that resolution in fp32 (no half-resolution stage, no bf16, no tiling: memory grows with the
+       image, as upstream);
+    5. V3: softmax → argmax; V3-star (``head="regress"``): expected layer over k = 1..N, min-max normalised over the
+       image, ``round(d · (N - 1))``;
+    6. the index map resized back with nearest neighbour, the colour gathered from the original layers.
+
+    No outlier rejection, no pyramid blend. The network runs through the same streamed code as the default path
+    (BatchNorm folded, attention in row chunks), which equals upstream's forward to float rounding (logits within
+    1e-5; tested against the upstream classes when ``../shared/upstream`` is present).
+
+    Returns:
+        FusionResult with exact source colours, ``index_map``, ``confidence`` (max softmax, nearest-resized), and
+        ``extras``: ``"gray"`` (upstream's grayscale fused image: the gathered resized luma, bilinear-resized
+        back), ``"depth"`` (V3-star only: the normalised depth map, bilinear-resized back), ``"network_seconds"``.
+    """
+    import time
+
+    n, c, h, w = _as_layers(stack)
+    gray = np.empty((n, h, w), np.float32)
+    for k in range(n):
+        u8 = np.rint(np.clip(np.asarray(stack[k][:, :, :], np.float32), 0, 1) * 255).astype(np.uint8)
+        g = u8[0] if c == 1 else cv2.cvtColor(np.ascontiguousarray(u8.transpose(1, 2, 0)), cv2.COLOR_RGB2GRAY)
+        gray[k] = g.astype(np.float32) / 255.0
+    hp, wp = _ceil32(h), _ceil32(w)
+    x = F.interpolate(torch.from_numpy(gray)[None], size=(hp, wp), mode="bilinear", align_corners=False)[0]
+    del gray
+    dev = next(model.parameters()).device
+    net = _inference_copy(model)
+    t0 = time.perf_counter()
+    lg = predict_logits(net, x.numpy(), layer_group=1 if dev.type == "cpu" else None).float().cpu()  # (N, Hp, Wp)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - t0
+    p = lg.softmax(0)
+    depth = None
+    if model.cfg.head == "regress":
+        e = expected_index(lg, dim=0)
+        depth = ((e - e.min()) / (e.max() - e.min()).clamp_min(torch.finfo(e.dtype).tiny)).numpy()
+        idx = star_index(torch.from_numpy(depth), n).numpy()
+    else:
+        idx = p.argmax(0).numpy()
+    fused_gray = np.take_along_axis(x.numpy(), idx[None], 0)[0]  # upstream's torch.gather on the resized luma
+    index = cv2.resize(idx.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int32)
+    conf = cv2.resize(p.amax(0).numpy(), (w, h), interpolation=cv2.INTER_NEAREST)
+    image = np.empty((c, h, w), np.float32)
+    for y0 in range(0, h, 256):
+        rows = slice(y0, min(y0 + 256, h))
+        _gather_rows(stack, index[rows], image[:, rows], rows)
+    extras = {
+        "preset": "upstream",
+        "gray": cv2.resize(fused_gray, (w, h)),
+        "network_seconds": round(seconds, 4),
+        "device": str(dev),
+        "precision": "fp32",
+        "rejected_layers": [],
+        "gather": "hard",
+        "half_res": False,
+    }
+    if depth is not None:
+        extras["depth"] = cv2.resize(depth, (w, h))
+    return FusionResult(image=image, index_map=index, confidence=conf, extras=extras)
 
 
 GATHERS = ("hard", "soft", "pyramid")
@@ -720,9 +865,19 @@ def _inference_copy(model: StackMFFV3) -> StackMFFV3:
 
 
 def _blend_tiles(
-    stack, logits_fn, plan: TilePlan, *, regress: bool, soft: bool = False, logits_out: np.ndarray | None = None
+    stack,
+    logits_fn,
+    plan: TilePlan,
+    *,
+    regress: bool,
+    soft: bool = False,
+    logits_out: np.ndarray | None = None,
+    depth_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run ``logits_fn`` ((N, h, w) luma -> (N, h, w) logits) over feathered tiles, one band of tile rows at a time.
+
+    ``regress`` (V3-star): the index comes from :func:`~stackmff.models.stackmff_v3.star_depth` over the whole
+    image (written to ``depth_out`` when given), the colour by hard gather.
 
     Returns:
         image ``(C, H, W)``, index ``(H, W)`` int32, confidence ``(H, W)`` float32.
@@ -732,6 +887,8 @@ def _blend_tiles(
     image = np.empty((c, h, w), np.float32) if logits_out is None else None
     index = np.empty((h, w), np.int32)
     conf = np.empty((h, w), np.float32)
+    # V3-star: the expected layer of every pixel first; normalised over the whole image once all tiles are done
+    depth = np.empty((h, w), np.float32) if regress else None
     t, ov = (plan.tile, plan.overlap) if plan.tiled else (max(h, w), 0)
     ys, xs = _starts(h, t, ov), _starts(w, t, ov)
     acc = wsum = None
@@ -751,7 +908,7 @@ def _blend_tiles(
         del band
         done = ys[iy + 1] if iy + 1 < len(ys) else h  # rows no later tile touches
         _finalise(
-            stack, acc[:, : done - acc_y0], wsum[: done - acc_y0], acc_y0, regress, image, index, conf, soft, logits_out
+            stack, acc[:, : done - acc_y0], wsum[: done - acc_y0], acc_y0, depth, image, index, conf, soft, logits_out
         )
         if iy + 1 < len(ys):
             ny1 = min(ys[iy + 1] + t, h)
@@ -760,10 +917,29 @@ def _blend_tiles(
             nacc[:, : keep.shape[1]] = keep
             nw[: keep.shape[1]] = wsum[done - acc_y0 :]
             acc, wsum, acc_y0 = nacc, nw, done
+    if depth is not None:  # upstream star head: min-max over the image, round(d * (N - 1)), hard gather
+        lo, hi = float(depth.min()), float(depth.max())
+        depth -= lo
+        depth /= max(hi - lo, np.finfo(np.float32).tiny)
+        index[:] = star_index(torch.from_numpy(depth), n).numpy()
+        if image is not None:
+            for y0 in range(0, h, 256):
+                rows = slice(y0, min(y0 + 256, h))
+                _gather_rows(stack, index[rows], image[:, rows], rows)
+        if depth_out is not None:
+            depth_out[:] = depth
     return image, index, conf
 
 
-def _finalise(stack, acc, wsum, y0, regress, image, index, conf, soft=False, logits_out=None) -> None:
+def _gather_rows(stack, sel: np.ndarray, out: np.ndarray, rows: slice) -> None:
+    # exact source values of the selected layer, rows ``rows`` of the image
+    for k in range(len(stack)):
+        m = sel == k
+        if m.any():
+            out[:, m] = np.asarray(stack[k][:, rows])[:, m]
+
+
+def _finalise(stack, acc, wsum, y0, depth, image, index, conf, soft=False, logits_out=None) -> None:
     # blended logits of finished rows -> index, confidence, gathered colour
     n, r = acc.shape[0], acc.shape[1]
     if r == 0:
@@ -772,11 +948,12 @@ def _finalise(stack, acc, wsum, y0, regress, image, index, conf, soft=False, log
     if logits_out is not None:  # the caller blends the colour itself (gather="pyramid")
         logits_out[:, y0 : y0 + r] = lg.numpy()
     p = lg.softmax(0)
-    if regress:
-        idx = torch.round(expected_index(lg, dim=0) * (n - 1)).clamp_(0, n - 1).to(torch.int32)
-    else:
-        idx = p.argmax(0).to(torch.int32)
     rows = slice(y0, y0 + r)
+    if depth is not None:  # V3-star: index and colour once the whole image's depth range is known
+        depth[rows] = expected_index(lg, dim=0).numpy()
+        conf[rows] = p.amax(0).numpy()
+        return
+    idx = p.argmax(0).to(torch.int32)
     index[rows] = idx.numpy()
     conf[rows] = p.amax(0).numpy()
     if image is None:
@@ -788,8 +965,4 @@ def _finalise(stack, acc, wsum, y0, regress, image, index, conf, soft=False, log
         for k in range(n):
             out += pn[k] * np.asarray(stack[k][:, rows])
         return
-    sel = index[rows]
-    for k in range(n):
-        m = sel == k
-        if m.any():
-            out[:, m] = np.asarray(stack[k][:, rows])[:, m]
+    _gather_rows(stack, index[rows], out, rows)

@@ -6,10 +6,16 @@ the shipped weights), ``device`` ("auto", "cpu", "cuda", "cuda:1"...), ``memory_
 before the network, default true; see :func:`~stackmff.models.inference.outlier_layers`), ``gather`` ("pyramid":
 Laplacian-pyramid blend steered by the probabilities, the default and the best PSNR/SSIM, see
 :func:`~stackmff.models.inference.pyramid_blend`; "hard": exact source values of the most probable layer, for 16-bit
-scientific data that must not be resampled; "soft": probability-weighted mean, the paper's output), ``half_res``
-(cross-layer stage at half resolution, default true: ~2x less network time on CPU for -0.04 dB; false = the network
+scientific data that must not be resampled; "soft": probability-weighted mean; upstream's own code outputs
+"hard"), ``half_res`` (cross-layer stage at half resolution, default true: ~2x less network time on CPU for -0.04 dB; false = the network
 exactly as trained), ``threads`` (torch threads: default the cores no other process is busy on,
-:func:`stackmff._cpu.choose_threads`, at most ``torch.get_num_threads()``; set for the call and restored after it).
+:func:`stackmff._cpu.choose_threads`, at most ``torch.get_num_threads()``; set for the call and restored after it),
+``preset`` ("default", or "upstream": the author's inference step by step, see
+:func:`~stackmff.models.inference.fuse_stack_upstream`; the other options except weights/device are then ignored).
+
+``weights`` may also be the author's upstream ``.pth`` (``stackmffv3.pth``, ``stackmffv3_star.pth``): V3 and V3-star
+files have the same keys, so the method says which head to use (``stackmff_v3`` = argmax, ``stackmff_v3_star`` =
+upstream's normalised expected layer).
 """
 
 from __future__ import annotations
@@ -23,36 +29,51 @@ import numpy as np
 from .._checks import StackMFFError, check_choice, check_stack
 from .._cpu import available_cores, choose_threads, passive_openmp
 from ..fusion.registry import FusionResult, register_method
+from ._weights import DEFAULT_STAR_WEIGHTS, DEFAULT_WEIGHTS
 
 # torch (via .inference) is imported when a learned method runs, not when the registry lists the methods: `stackmff
 # methods`, `--help` and the classical methods start in a fraction of the time and memory (tests/test_startup.py).
 
-__all__ = ["fuse_stackmff_v3", "fuse_stackmff_v3_star"]
+__all__ = ["fuse_stackmff_v3", "fuse_stackmff_v3_star", "needs_weights"]
+
+
+def needs_weights(method: str) -> bool:
+    """True when ``method`` is a learned method whose shipped weights are missing (it then needs ``--weights``)."""
+    default = {"stackmff_v3": DEFAULT_WEIGHTS, "stackmff_v3_star": DEFAULT_STAR_WEIGHTS}.get(method)
+    return default is not None and not default.is_file()
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_model(path: str, device: str, mtime_ns: int):  # mtime in the key: a rewritten checkpoint is reloaded
+def _cached_model(path: str, device: str, mtime_ns: int, head: str):  # mtime: a rewritten checkpoint is reloaded
     from .inference import load_model
 
-    return load_model(path, device=device)
+    return load_model(path, device=device, head=head)
 
 
-def _weights_path(weights: str | Path | None, default: str) -> Path:
-    """The checkpoint file: ``weights`` (a file or a training folder) or the shipped ``inference.<default>``."""
-    from . import inference
+def _model(weights: str | Path | None, default: Path, device: str | None, head: str):
+    """``(model, path)``: the checkpoint ``weights`` (file or training folder) or ``default``, with the ``head``
+    the method needs (a V3 file given to V3-star or the other way round fails in one line)."""
+    from .inference import resolve_device
 
-    path = Path(weights) if weights is not None else getattr(inference, default)  # DEFAULT_(STAR_)WEIGHTS
-    return path / "model.pt" if path.is_dir() else path
+    dev = resolve_device(device)
+    path = Path(weights) if weights is not None else default
+    if path.is_dir():
+        path = path / "model.pt"
+    mtime = path.stat().st_mtime_ns if path.is_file() else 0  # a missing file fails in load_model with a hint
+    model = _cached_model(str(path.resolve()), str(dev), mtime, head)
+    if model.cfg.head != head:
+        want, other = ("V3", "stackmff_v3_star") if head == "classify" else ("V3-star", "stackmff_v3")
+        raise StackMFFError(f"weights {path} are not {want} weights; use -m {other} for them")
+    return model, path
 
 
-def _checker(default: str):
+def _checker(default: Path, head: str):
     """The registry's ``check`` hook: device, weights (loaded now, into the cache the fusion then uses), budget,
-    tile, precision, gather and threads are checked before the stack is loaded and aligned."""
+    tile, precision, gather, preset and threads are checked before the stack is loaded and aligned."""
 
     def check(opts: dict) -> None:
-        from .inference import GATHERS, resolve_device
+        from .inference import GATHERS, PRESETS
 
-        dev = resolve_device(opts.get("device"))
         budget = opts.get("memory_budget_mb")
         if budget is not None and budget < 64:
             raise StackMFFError(f"memory budget must be >= 64 MB, got {budget}; e.g. 1024")
@@ -64,16 +85,15 @@ def _checker(default: str):
             raise StackMFFError(f"threads must be a whole number >= 1 (0 or auto: choose), got {threads!r}")
         check_choice(opts.get("precision", "auto"), ("auto", "fp32", "bf16"), "option precision")
         check_choice(opts.get("gather", "pyramid"), GATHERS, "option gather")
-        path = _weights_path(opts.get("weights"), default)
-        mtime = path.stat().st_mtime_ns if path.is_file() else 0
-        _cached_model(str(path.resolve()), str(dev), mtime)  # a missing or corrupt file fails here, with a hint
+        check_choice(opts.get("preset", "default"), PRESETS, "option preset")
+        _model(opts.get("weights"), default, opts.get("device"), head)  # a missing, corrupt or wrong file fails now
 
     return check
 
 
 def _run(
     stack: np.ndarray,
-    default: str,
+    default: Path,
     *,
     weights: str | Path | None,
     device: str | None,
@@ -85,6 +105,8 @@ def _run(
     gather: str = "pyramid",
     half_res: bool = False,
     threads: int | str | None = None,
+    preset: str = "default",
+    head: str = "classify",
 ) -> FusionResult:
     auto = threads in (None, 0, "auto")
     n_threads = choose_threads(None if auto else threads)
@@ -96,28 +118,30 @@ def _run(
     from . import inference  # torch: only now that a learned method runs
 
     check_stack(stack)
+    if preset not in inference.PRESETS:
+        raise StackMFFError(f"preset must be one of {', '.join(inference.PRESETS)}, got {preset!r}")
     before = torch.get_num_threads()
     if auto:  # never more than torch is set to: a caller's torch.set_num_threads(1) holds
         n_threads = min(before, n_threads)
-    dev = inference.resolve_device(device)
-    path = _weights_path(weights, default)
-    mtime = path.stat().st_mtime_ns if path.is_file() else 0  # a missing file fails in load_model with a hint
-    model = _cached_model(str(path.resolve()), str(dev), mtime)
+    model, path = _model(weights, default, device, head)
     cv_before = cv2.getNumThreads()
     torch.set_num_threads(n_threads)  # process-wide: restored below
     cv2.setNumThreads(n_threads)  # OpenCV's pool (outlier checks, pyramid blend) waits for busy cores the same way
     try:
-        res = inference.fuse_stack_v3(
-            stack,
-            model,
-            memory_budget_mb=memory_budget_mb,
-            tile=tile,
-            overlap=overlap,
-            precision=precision,
-            reject_outliers=reject_outliers,
-            gather=gather,
-            half_res=half_res,
-        )
+        if preset == "upstream":
+            res = inference.fuse_stack_upstream(stack, model)
+        else:
+            res = inference.fuse_stack_v3(
+                stack,
+                model,
+                memory_budget_mb=memory_budget_mb,
+                tile=tile,
+                overlap=overlap,
+                precision=precision,
+                reject_outliers=reject_outliers,
+                gather=gather,
+                half_res=half_res,
+            )
     finally:
         torch.set_num_threads(before)
         cv2.setNumThreads(cv_before)
@@ -130,7 +154,7 @@ def _run(
     "stackmff_v3",
     "StackMFF V3 network: per-pixel layer probabilities steer a pyramid blend",
     learned=True,
-    check=_checker("DEFAULT_WEIGHTS"),
+    check=_checker(DEFAULT_WEIGHTS, "classify"),
 )
 def fuse_stackmff_v3(
     stack: np.ndarray,
@@ -145,6 +169,7 @@ def fuse_stackmff_v3(
     gather: str = "pyramid",
     half_res: bool = True,
     threads: int | str | None = None,
+    preset: str = "default",
 ) -> FusionResult:
     """Fuse a ``(N, C, H, W)`` stack in [0, 1] with StackMFF V3 (any N >= 2, any layer order).
 
@@ -153,7 +178,7 @@ def fuse_stackmff_v3(
     """
     return _run(
         stack,
-        "DEFAULT_WEIGHTS",
+        DEFAULT_WEIGHTS,
         weights=weights,
         device=device,
         memory_budget_mb=memory_budget_mb,
@@ -164,6 +189,7 @@ def fuse_stackmff_v3(
         gather=gather,
         half_res=half_res,
         threads=threads,
+        preset=preset,
     )
 
 
@@ -172,7 +198,7 @@ def fuse_stackmff_v3(
     "StackMFF V3-star: soft depth regression; layers must be in focus order",
     learned=True,
     ordered=True,
-    check=_checker("DEFAULT_STAR_WEIGHTS"),
+    check=_checker(DEFAULT_STAR_WEIGHTS, "regress"),
 )
 def fuse_stackmff_v3_star(
     stack: np.ndarray,
@@ -185,11 +211,13 @@ def fuse_stackmff_v3_star(
     precision: str = "auto",
     reject_outliers: bool = True,
     threads: int | str | None = None,
+    preset: str = "default",
 ) -> FusionResult:
-    """Fuse a focus-ordered ``(N, C, H, W)`` stack with V3-star (needs a checkpoint with ``head="regress"``)."""
+    """Fuse a focus-ordered ``(N, C, H, W)`` stack with V3-star (a checkpoint with ``head="regress"``, or the
+    author's ``stackmffv3_star.pth``): upstream's head, the expected layer min-max normalised over the image."""
     return _run(
         stack,
-        "DEFAULT_STAR_WEIGHTS",
+        DEFAULT_STAR_WEIGHTS,
         weights=weights,
         device=device,
         memory_budget_mb=memory_budget_mb,
@@ -199,4 +227,6 @@ def fuse_stackmff_v3_star(
         reject_outliers=reject_outliers,
         gather="hard",
         threads=threads,
+        preset=preset,
+        head="regress",
     )

@@ -35,6 +35,11 @@ __all__ = [
     "fold_batchnorm",
     "remap_upstream_state_dict",
     "rope_tables",
+    "star_depth",
+    "star_index",
+    "to_upstream_state_dict",
+    "upstream_config",
+    "upstream_incompatibilities",
 ]
 
 
@@ -422,19 +427,36 @@ class StackMFFV3(nn.Module):
 
 
 def expected_index(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """V3-star head: softmax-weighted mean layer index normalised to [0, 1], i.e. ``E[k] / (N - 1)``.
-
-    Upstream min-max normalises this map over the whole batch; we divide by ``N - 1`` instead so that the value does
-    not depend on the image content or on tiling.
+    """Softmax-weighted mean layer number ``E[k]`` over k = 1..N (upstream ``DepthMapCreation`` before normalising).
 
     Args:
         logits: ``(..., N, ...)`` with the layer axis at ``dim``.
+
+    Returns:
+        The map with ``dim`` removed, values in [1, N].
     """
     n = logits.shape[dim]
     shape = [1] * logits.ndim
     shape[dim] = n
-    k = torch.arange(n, device=logits.device, dtype=logits.dtype).view(shape)
-    return (logits.softmax(dim) * k).sum(dim) / max(n - 1, 1)
+    k = torch.arange(1, n + 1, device=logits.device, dtype=logits.dtype).view(shape)
+    return (logits.softmax(dim) * k).sum(dim)
+
+
+def star_depth(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """V3-star depth map as upstream: :func:`expected_index` min-max normalised over the WHOLE tensor to [0, 1].
+
+    The normalisation spans everything passed in (upstream: the batch; inference here: the whole image, never a
+    tile), so the nearest and the farthest expected layer of the image map to 0 and 1 whatever their absolute value.
+    A constant map (max == min) gives NaN upstream; here 0.
+    """
+    e = expected_index(logits, dim)
+    lo, hi = e.min(), e.max()
+    return (e - lo) / (hi - lo).clamp_min(torch.finfo(e.dtype).tiny)
+
+
+def star_index(depth: torch.Tensor, n: int) -> torch.Tensor:
+    """Layer index of a :func:`star_depth` map, as upstream: ``round(depth · (N - 1))`` clamped to [0, N - 1]."""
+    return torch.round(depth * (n - 1)).clamp_(0, n - 1).long()
 
 
 def _init_weights(m: nn.Module) -> None:
@@ -498,6 +520,74 @@ def remap_upstream_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Te
         k = k.replace("layer_interaction.layer_interaction_depth.layers.", "attn_layers.")
         out[k] = v
     return out
+
+
+def to_upstream_state_dict(model: StackMFFV3) -> dict[str, torch.Tensor]:
+    """This model's weights under the upstream ``StackMFF_V3``/``StackMFF_V3_Star`` names, fp32 on the CPU.
+
+    The inverse of :func:`remap_upstream_state_dict`. Upstream hard-codes parts of the architecture, so only a
+    config it can express is accepted (see :func:`upstream_incompatibilities`).
+
+    Raises:
+        ValueError: the config cannot be expressed by the upstream classes.
+    """
+    bad = upstream_incompatibilities(model.cfg)
+    if bad:
+        raise ValueError("; ".join(bad))
+    out = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("encoder."):
+            k = "feature_extraction." + k
+        elif k.startswith("attn_layers."):
+            k = "layer_interaction.layer_interaction_depth.layers." + k.removeprefix("attn_layers.")
+        out[k] = v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu()
+    return out
+
+
+def upstream_incompatibilities(cfg: StackMFFV3Config) -> list[str]:
+    """What in ``cfg`` the upstream classes cannot express (empty list: exportable).
+
+    Upstream fixes expand/MLP ratios at 3, 4 attention heads, rotary layer positions and an FFN of 4× the token
+    width; stage widths, blocks per stage and the number of attention layers are constructor arguments
+    (``StackMFF_V3(encoder_dims, encoder_layers, num_transformer_layers)``).
+    """
+    bad = []
+    if cfg.expand_ratio != 3.0 or cfg.mlp_ratio != 3.0:
+        bad.append(f"expand/mlp ratios {cfg.expand_ratio}/{cfg.mlp_ratio} (upstream: 3/3)")
+    if cfg.attn_heads != 4:
+        bad.append(f"{cfg.attn_heads} attention heads (upstream: 4)")
+    if not cfg.rope:
+        bad.append("no rotary layer positions (upstream always applies them)")
+    if cfg.ffn_dim != 4 * cfg.embed_dim:
+        bad.append(f"FFN width {cfg.ffn_dim} (upstream: 4 x {cfg.embed_dim})")
+    return bad
+
+
+def upstream_config(sd: dict[str, torch.Tensor], *, head: str = "classify") -> StackMFFV3Config:
+    """The :class:`StackMFFV3Config` of an upstream state dict (keys as upstream, ``module.`` prefix allowed).
+
+    Stage widths, blocks per stage and attention layers are read from the tensor shapes; the rest is what upstream
+    hard-codes. V3 and V3-star state dicts have the same keys (the heads have no parameters), so ``head`` must say
+    which one it is.
+    """
+    sd = remap_upstream_state_dict(sd)
+    embed = sd["encoder.first_conv.conv.weight"].shape[0]
+    dims = tuple(int(sd[f"encoder.layer{s}.0.cmlp.2.conv.weight"].shape[0]) for s in range(1, 5))
+    depths = tuple(len({k.split(".")[2] for k in sd if k.startswith(f"encoder.layer{s}.")}) for s in range(1, 5))
+    layers = len({k.split(".")[1] for k in sd if k.startswith("attn_layers.")})
+    ffn = int(sd["attn_layers.0.ffn.0.weight"].shape[0])
+    if dims[0] // 2 != embed:
+        raise ValueError(f"stem width {embed} is not half the first stage width {dims[0]}")
+    return StackMFFV3Config(
+        dims=dims,
+        depths=depths,
+        attn_layers=layers,
+        attn_heads=4,
+        ffn_dim=ffn,
+        rope=True,
+        head=head,
+        extras={"variant": "upstream_star" if head == "regress" else "upstream"},
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from .._checks import StackMFFError, check_choice
 from .inference import load_model, resolve_device, save_checkpoint
 from .registry import get_config
-from .stackmff_v3 import StackMFFV3, expected_index
+from .stackmff_v3 import StackMFFV3, star_depth, star_index
 
 __all__ = ["TrainConfig", "luma_batch", "train", "train_step"]
 
@@ -49,7 +49,9 @@ class TrainConfig:
         out_dir: checkpoints (``last.pt``), exports (``model.pt``, ``model_fp16.pt``) and ``live/`` metrics.
         model: registered variant name (see :func:`~stackmff.models.registry.list_models`).
         model_options: overrides of the variant's config fields.
-        init_from: checkpoint to start from (its architecture wins over ``model``), e.g. the shipped weights.
+        init_from: checkpoint to start from (its architecture wins over ``model``), e.g. the shipped weights;
+            ``model_options`` may still change the parameter-free fields ``head`` and ``rope`` (e.g. a V3-star
+            fine-tuned from V3 weights: ``head="regress"``).
         data: ``"procedural"`` or the root of an upstream-layout dataset tree.
         mode: procedural synthesis mode, ``"physical"`` or ``"upstream"``.
         photos: photo bank folder (:func:`~stackmff.data.photos.collect_photos`, DVC stage ``photos``); with
@@ -147,15 +149,17 @@ def luma_batch(layers: torch.Tensor) -> torch.Tensor:
 def _loss(model_cfg, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     # logits (B, N, H, W) float32, index (B, H, W) int64
     if model_cfg.head == "regress":
+        # V3-star as upstream (train_star.py): MSE between the depth map min-max normalised over the batch
+        # (star_depth) and the ground-truth depth in [0, 1] in layer units (focus-ordered stacks: index / (N - 1))
         n = logits.shape[1]
-        return F.mse_loss(expected_index(logits, dim=1), index.float() / max(n - 1, 1))
+        return F.mse_loss(star_depth(logits, dim=1), index.float() / max(n - 1, 1))
     return F.cross_entropy(logits, index)
 
 
 def _predict_index(model_cfg, logits: torch.Tensor) -> torch.Tensor:
-    if model_cfg.head == "regress":
+    if model_cfg.head == "regress":  # per image, as inference does (upstream evaluates one stack at a time)
         n = logits.shape[1]
-        return torch.round(expected_index(logits, dim=1) * (n - 1)).long()
+        return torch.stack([star_index(star_depth(lg, dim=0), n) for lg in logits])
     return logits.argmax(1)
 
 
@@ -385,6 +389,15 @@ def train(cfg: TrainConfig) -> Path:
 
     if cfg.init_from:
         model = load_model(cfg.init_from, device="cpu").train()
+        bad = sorted(set(cfg.model_options) - {"head", "rope"})
+        if bad:
+            raise StackMFFError(
+                f"--model-option {', '.join(bad)} cannot change the architecture of --init-from {cfg.init_from}; "
+                "only head and rope can"
+            )
+        for k, v in cfg.model_options.items():
+            setattr(model.cfg, k, v)
+        model.cfg.__post_init__()  # validates the new values
         log.info("fine-tuning from %s (%s)", cfg.init_from, model.cfg.extras.get("variant", "custom"))
     else:
         model = StackMFFV3(get_config(cfg.model, **cfg.model_options))

@@ -15,6 +15,8 @@ from stackmff.models.stackmff_v3 import (
     count_parameters,
     expected_index,
     remap_upstream_state_dict,
+    star_depth,
+    star_index,
 )
 
 TINY = {"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)}
@@ -127,10 +129,24 @@ def test_remap_upstream_names():
     assert remap_upstream_state_dict(upstream).keys() == m.state_dict().keys()
 
 
-def test_expected_index_is_normalised_soft_argmax():
+def test_expected_index_counts_layers_from_one():
     logits = torch.tensor([[0.0, 0.0, 50.0], [50.0, 0.0, 0.0]]).T[None, :, :, None]  # (1, 3, 2, 1)
     e = expected_index(logits, dim=1)
-    torch.testing.assert_close(e.flatten(), torch.tensor([1.0, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(e.flatten(), torch.tensor([3.0, 1.0]), atol=1e-6, rtol=0)
+
+
+def test_star_depth_is_min_max_normalised_over_the_whole_batch():
+    torch.manual_seed(0)
+    lg = torch.randn(2, 5, 4, 6)
+    d = star_depth(lg, dim=1)
+    p = lg.softmax(1)
+    e = (p * torch.arange(1.0, 6.0)[None, :, None, None]).sum(1)  # written out: E[k], k = 1..N
+    torch.testing.assert_close(d, (e - e.min()) / (e.max() - e.min()))
+    assert d.min() == 0 and d.max() == 1  # over both images together, not per image
+    assert d[0].min() > 0 or d[1].min() > 0
+    idx = star_index(d, 5)
+    torch.testing.assert_close(idx, torch.round(d * 4).long())
+    assert torch.isfinite(star_depth(torch.zeros(1, 3, 2, 2))).all()  # constant map: 0, not NaN
 
 
 def test_unknown_variant_and_option_raise():
