@@ -240,8 +240,12 @@ def test_dataset_commands_write_upstream_outputs_and_time_per_dataset(tmp_path, 
     rev = cv2.imread(str(tmp_path / "po" / "P" / "focus_indices" / "1.png"), cv2.IMREAD_UNCHANGED)
     assert set(np.unique(fwd)) == {0, 255}  # both layers chosen somewhere
     np.testing.assert_array_equal(rev, 255 - fwd)  # N - 1 - index, scaled by 255 // 1
-    # an existing output is refused; --preset upstream needs a V3 method
-    assert cli_main([*pargs, "--datasets", "P", "--align", "none", "--upstream-outputs"]) == 2
+    # a rerun without --overwrite resumes: the finished scene is skipped, its outputs stay as they are
+    before = (tmp_path / "po" / "P" / "focus_indices" / "1.png").stat().st_mtime_ns
+    assert cli_main([*pargs, "--datasets", "P", "--align", "none", "--upstream-outputs"]) == 0
+    assert "skipped 1 finished" in capsys.readouterr().err
+    assert (tmp_path / "po" / "P" / "focus_indices" / "1.png").stat().st_mtime_ns == before
+    # --preset upstream needs a V3 method
     assert cli_main([*args, "--preset", "upstream", "-o", str(tmp_path / "x")]) == 2
     assert "needs -m stackmff_v3" in capsys.readouterr().err
 
