@@ -301,8 +301,9 @@ def test_noise_outliers_flag_a_much_noisier_layer_but_not_a_uniformly_noisy_stac
     assert not noise_outliers(np.concatenate([sharp[None], st[1:]])).any()
 
 
-def _pyramid_reference(st, logits, alpha=0.5, beta=4.0, window=5):
-    # direct (non-streaming) form of the documented rule: softmax over layers of alpha*log G(p) + beta*log S
+def _pyramid_reference(st, logits, alpha=0.5, beta=4.0, window=5, top_k=4):
+    # direct (non-streaming) form of the documented rule: softmax over layers of alpha*log G(p) + beta*log S;
+    # top_k (the default 4): p = 0 outside each pixel's top_k layers; a layer whose reduced p is exactly 0: no weight
     import cv2
 
     from stackmff.fusion._common import auto_levels
@@ -311,6 +312,8 @@ def _pyramid_reference(st, logits, alpha=0.5, beta=4.0, window=5):
     _n, _c, h, w = st.shape
     lev = auto_levels(h, w)
     p = torch.from_numpy(logits.astype(np.float32)).softmax(0).numpy()
+    if top_k is not None:
+        p[logits.astype(np.float32) < np.sort(logits.astype(np.float32), axis=0)[-top_k]] = 0.0
     pyrs = [build_laplacian_pyramid(np.ascontiguousarray(x.transpose(1, 2, 0)), lev) for x in st]
     fused = []
     g = list(p)
@@ -319,6 +322,8 @@ def _pyramid_reference(st, logits, alpha=0.5, beta=4.0, window=5):
         y = (bands * np.float32([0.299, 0.587, 0.114])).sum(-1)
         sal = np.stack([uniform_filter(v * v, window, mode="mirror") for v in y])
         score = alpha * np.log(np.stack(g) + 1e-6) + beta * np.log(sal + 1e-10)
+        if top_k is not None:
+            score[np.stack(g) <= 0] = -np.inf
         wgt = torch.from_numpy(score).softmax(0).numpy()
         fused.append((wgt[..., None] * bands).sum(0))
         g = [cv2.pyrDown(x, borderType=cv2.BORDER_REFLECT_101) for x in g]
@@ -341,6 +346,32 @@ def test_pyramid_blend_equals_the_direct_softmax_and_ignores_layer_order():
     np.testing.assert_allclose(gray, _pyramid_reference(st[:, :1].repeat(3, 1), logits)[:1], atol=2e-5)
     with pytest.raises(StackMFFError, match="logits must have shape"):
         pyramid_blend(st, logits[:4])
+    for k in (None, 1, 2, 3):  # None: every layer takes part
+        top = pyramid_blend(st, logits, top_k=k)
+        np.testing.assert_allclose(top, _pyramid_reference(st, logits, top_k=k), atol=2e-5)
+        np.testing.assert_allclose(pyramid_blend(st[perm], logits[perm], top_k=k), top, atol=1e-5)
+    np.testing.assert_array_equal(pyramid_blend(st, logits, top_k=5), pyramid_blend(st, logits, top_k=None))
+    with pytest.raises(StackMFFError, match="top_k must be >= 1"):
+        pyramid_blend(st, logits, top_k=0)
+
+
+def test_pyramid_blend_top_k_gives_a_sharp_layer_the_network_rules_out_zero_weight():
+    from stackmff.models.inference import pyramid_blend
+
+    st = _scene_stack(n=6, h=64, w=96, seed=4)
+    yy, xx = np.mgrid[0:64, 0:96].astype(np.float32)
+    grating = np.float32(0.2) * np.sin(2 * np.pi * (xx + yy) / 3.0)  # fine, zero-mean: nothing in the base level
+    far = st.copy()
+    far[5] = np.clip(st[4] + grating, 0, 1)  # very sharp detail in a layer the network gives p ~ 1e-5 everywhere
+    logits = np.random.default_rng(3).normal(0, 1, (6, 64, 96)).astype(np.float32)
+    logits[5] = -12.0
+    # without top_k its salience outweighs the 1e-6-floored prior (the documented limit): the grating leaks in
+    leak = np.abs(pyramid_blend(far, logits, top_k=None) - pyramid_blend(st, logits, top_k=None)).max()
+    assert leak > 0.05
+    # kept out of the top 3 everywhere: zero weight at every detail level, the result only differs through the
+    # coarsest level (the mean of the layers, where the grating is ~0)
+    diff = np.abs(pyramid_blend(far, logits, top_k=3) - pyramid_blend(st, logits, top_k=3)).max()
+    assert diff < 2e-3
 
 
 @pytest.mark.parametrize(("h", "w", "c"), [(70, 90, 3), (67, 45, 3), (101, 64, 1), (9, 40, 3)])
@@ -349,9 +380,10 @@ def test_pyramid_blend_in_strips_equals_the_whole_image(h, w, c):
 
     st = _scene_stack(n=4, h=h, w=w, seed=2)[:, :c]
     logits = np.random.default_rng(1).normal(0, 2, (4, h, w)).astype(np.float16)
-    whole = pyramid_blend(st, logits, strip_rows=4096)
-    for rows in (2, 6, 32):  # many strips, odd heights, strips shorter than the margins
-        np.testing.assert_allclose(pyramid_blend(st, logits, strip_rows=rows), whole, atol=1e-6)
+    for k in (None, 2):
+        whole = pyramid_blend(st, logits, strip_rows=4096, top_k=k)
+        for rows in (2, 6, 32):  # many strips, odd heights, strips shorter than the margins
+            np.testing.assert_allclose(pyramid_blend(st, logits, strip_rows=rows, top_k=k), whole, atol=1e-6)
 
 
 def test_pyramid_blend_follows_a_confident_network_between_equally_sharp_layers():
