@@ -301,9 +301,9 @@ def test_noise_outliers_flag_a_much_noisier_layer_but_not_a_uniformly_noisy_stac
     assert not noise_outliers(np.concatenate([sharp[None], st[1:]])).any()
 
 
-def _pyramid_reference(st, logits, alpha=0.5, beta=4.0, window=5, top_k=4):
+def _pyramid_reference(st, logits, alpha=0.5, beta=4.0, window=5, top_k=None):
     # direct (non-streaming) form of the documented rule: softmax over layers of alpha*log G(p) + beta*log S;
-    # top_k (the default 4): p = 0 outside each pixel's top_k layers; a layer whose reduced p is exactly 0: no weight
+    # top_k (default None = all layers): p = 0 outside each pixel's top_k layers; a layer whose reduced p is exactly 0: no weight
     import cv2
 
     from stackmff.fusion._common import auto_levels
@@ -425,3 +425,15 @@ def test_fuse_pyramid_gather_keeps_the_decision_and_rejects_regression_heads(sma
     star = create_model("v3_small", head="regress").eval()
     with pytest.raises(StackMFFError, match="classification head"):
         fuse_stack_v3(st, star, gather="pyramid")
+
+
+def test_top_k_method_option_reaches_the_pyramid_blend_and_is_checked():
+    from stackmff.fusion import get_fusion_method
+
+    fm = get_fusion_method("stackmff_v3")
+    with pytest.raises(StackMFFError, match="top_k must be >= 1"):
+        fm.check_options({"top_k": 0})
+    st = _scene_stack(n=6, h=64, w=64, seed=5)
+    default = fm(st, device="cpu").image
+    np.testing.assert_array_equal(fm(st, device="cpu", top_k=6).image, default)  # all 6 layers: the default rule
+    assert np.abs(fm(st, device="cpu", top_k=1).image - default).max() > 1e-3  # one layer per pixel: another image
