@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from .._checks import StackMFFError
-from .procedural import RGBDScene, _shape_mask
+from .procedural import RGBDScene, _fit_disparity, _shape_mask
 
 __all__ = ["PHOTO_SOURCES", "collect_photos", "load_photo_bank", "make_photo_scene"]
 
@@ -395,9 +395,5 @@ def make_photo_scene(
         region[keep] = od[keep]
         image[y0:y1, x0:x1][keep] = tex[keep]
 
-    lo, hi = float(disp.min()), float(disp.max())
-    span = min(max(hi - lo, min_disparity_range), 1.0)
-    new_lo = min(max(lo, 0.0), 1.0 - span)
-    disp = (disp - np.float32(lo)) * np.float32(span / max(hi - lo, 1e-6)) + np.float32(new_lo)
-    disp = np.clip(disp, 0.0, 1.0).astype(np.float32)
+    disp = _fit_disparity(disp, min_disparity_range)
     return RGBDScene(image=np.ascontiguousarray(image.transpose(2, 0, 1)), disparity=disp, name="photos")

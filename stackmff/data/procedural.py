@@ -391,13 +391,20 @@ def make_scene(
         region[keep] = od[keep]
         image[y0:y1, x0:x1][keep] = tex[keep]
 
-    # An affine map keeps the depth order and the plane geometry exact: stretch to the minimal range and fit [0, 1].
+    disp = _fit_disparity(disp, min_disparity_range)
+    return RGBDScene(image=np.ascontiguousarray(image.transpose(2, 0, 1)), disparity=disp, name="procedural")
+
+
+def _fit_disparity(disp: np.ndarray, min_range: float) -> np.ndarray:
+    """Stretch a disparity map to span at least ``min_range`` inside [0, 1] (float32).
+
+    An affine map keeps the depth order and the plane geometry exact: stretch to the minimal range and fit [0, 1].
+    """
     lo, hi = float(disp.min()), float(disp.max())
-    span = min(max(hi - lo, min_disparity_range), 1.0)
+    span = min(max(hi - lo, min_range), 1.0)
     new_lo = min(max(lo, 0.0), 1.0 - span)
     disp = (disp - np.float32(lo)) * np.float32(span / max(hi - lo, 1e-6)) + np.float32(new_lo)
-    disp = np.clip(disp, 0.0, 1.0).astype(np.float32)
-    return RGBDScene(image=np.ascontiguousarray(image.transpose(2, 0, 1)), disparity=disp, name="procedural")
+    return np.clip(disp, 0.0, 1.0).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------------------------------
