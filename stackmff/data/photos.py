@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from .._checks import StackMFFError
-from .procedural import RGBDScene, _fit_disparity, _shape_mask
+from .procedural import RGBDScene, _fit_disparity, _oriented_crop, _shape_mask
 
 __all__ = ["PHOTO_SOURCES", "collect_photos", "load_photo_bank", "make_photo_scene"]
 
@@ -276,13 +276,7 @@ def _photo_patch(h: int, w: int, bank: Sequence[np.ndarray], rng: np.random.Gene
     if ch > sh or cw > sw:  # too small a source for that zoom: take what fits and upsample
         f = min(sh / ch, sw / cw)
         ch, cw = max(2, int(ch * f)), max(2, int(cw * f))
-    y0, x0 = int(rng.integers(sh - ch + 1)), int(rng.integers(sw - cw + 1))
-    crop = src[y0 : y0 + ch, x0 : x0 + cw]
-    k = int(rng.integers(4))
-    if k % 2:
-        crop = crop.transpose(1, 0, 2)
-    if k >= 2:
-        crop = crop[::-1]
+    crop = _oriented_crop(src, ch, cw, rng)
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_CUBIC

@@ -142,14 +142,7 @@ def _bank_patch(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     ch, cw = max(2, round(h / scale)), max(2, round(w / scale))
     if ch > sh or cw > sw:  # source too small for that zoom: mirror-tile it
         src = cv2.copyMakeBorder(src, 0, max(0, ch - sh), 0, max(0, cw - sw), cv2.BORDER_REFLECT_101)
-        sh, sw = src.shape[:2]
-    y0, x0 = int(rng.integers(sh - ch + 1)), int(rng.integers(sw - cw + 1))
-    crop = src[y0 : y0 + ch, x0 : x0 + cw]
-    k = int(rng.integers(4))
-    if k % 2:
-        crop = crop.transpose(1, 0, 2)
-    if k >= 2:
-        crop = crop[::-1]
+    crop = _oriented_crop(src, ch, cw, rng)
     patch = cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=cv2.INTER_LINEAR)
     if float(np.ptp(patch[..., 0] - patch[..., 1])) < 1e-3 and float(np.ptp(patch[..., 1] - patch[..., 2])) < 1e-3:
         patch = _colourise(patch[..., 0], rng)
@@ -393,6 +386,20 @@ def make_scene(
 
     disp = _fit_disparity(disp, min_disparity_range)
     return RGBDScene(image=np.ascontiguousarray(image.transpose(2, 0, 1)), disparity=disp, name="procedural")
+
+
+def _oriented_crop(src: np.ndarray, ch: int, cw: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``(ch, cw)`` crop of ``src`` (H, W, C), turned by a random multiple of 90 degrees (a view, not a
+    copy; turned by 90/270 degrees it is ``(cw, ch)``)."""
+    sh, sw = src.shape[:2]
+    y0, x0 = int(rng.integers(sh - ch + 1)), int(rng.integers(sw - cw + 1))
+    crop = src[y0 : y0 + ch, x0 : x0 + cw]
+    k = int(rng.integers(4))
+    if k % 2:
+        crop = crop.transpose(1, 0, 2)
+    if k >= 2:
+        crop = crop[::-1]
+    return crop
 
 
 def _fit_disparity(disp: np.ndarray, min_range: float) -> np.ndarray:
