@@ -12,7 +12,7 @@ tensor (0-d or ``(B,)``, of the input's float dtype) for torch input.
 
 Problems raise ``TypeError`` (wrong type) or ``ValueError`` (shape, range, option) with a one-line message
 "<arg> must be <expectation>, got <actual>; <hint>."; :mod:`metrics.evaluate` turns them into
-:class:`stackmff._checks.StackMFFError` for the command line.
+:class:`stackmff.errors.StackMFFError` for the command line.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from stackmff._checks import StackMFFError
+from stackmff.color import luma
+from stackmff.errors import StackMFFError
 from stackmff.io import IMAGE_EXTENSIONS, find_pair_scenes, find_stack_scenes, load_image, load_stack
 
 from . import (
@@ -56,7 +57,6 @@ from . import (
     standard_deviation,
     vif_p,
 )
-from .functional.color import REC601
 
 __all__ = ["COLUMNS", "METRICS", "MetricSpec", "check_table_path", "evaluate_images", "evaluate_tree", "write_table"]
 
@@ -125,14 +125,6 @@ def _check_metric_names(metrics: Iterable[str] | None) -> list[str]:
     return names
 
 
-def _gray(img: np.ndarray) -> np.ndarray:
-    """``(..., 3, H, W)`` -> ``(..., 1, H, W)`` Rec.601 luma; single-channel input unchanged."""
-    if img.shape[-3] == 1:
-        return img
-    w = np.asarray(REC601, dtype=img.dtype).reshape(3, 1, 1)
-    return (img * w).sum(axis=-3, keepdims=True)
-
-
 def evaluate_images(
     fused: np.ndarray,
     *,
@@ -165,9 +157,9 @@ def evaluate_images(
     if reference is not None:
         channels.add(reference.shape[0])
     if len(channels) > 1:  # e.g. a gray ground truth for colour sources: compare luma
-        fused = _gray(fused)
-        sources = None if sources is None else _gray(sources)
-        reference = None if reference is None else _gray(reference)
+        fused = luma(fused, keepdims=True)
+        sources = None if sources is None else luma(sources, keepdims=True)
+        reference = None if reference is None else luma(reference, keepdims=True)
     for what, arr in (("sources", sources), ("ground truth", reference)):
         if arr is not None and tuple(arr.shape[-2:]) != tuple(fused.shape[-2:]):
             raise StackMFFError(
@@ -206,7 +198,7 @@ def _find_fused(fused_root: Path, dataset: str, scene: str) -> Path | None:
 
 def _sharpest(stack: np.ndarray) -> np.ndarray:
     """The layer ``(C, H, W)`` of ``stack (N, C, H, W)`` with the largest variance of the Laplacian of its luma."""
-    scores = [cv2.Laplacian(_gray(layer)[0].astype(np.float32), cv2.CV_32F).var() for layer in stack]
+    scores = [cv2.Laplacian(luma(layer).astype(np.float32), cv2.CV_32F).var() for layer in stack]
     return stack[int(np.argmax(scores))]
 
 
@@ -217,7 +209,7 @@ def _register(moving: np.ndarray, fixed: np.ndarray) -> np.ndarray:
     """
 
     def gray8(x: np.ndarray) -> np.ndarray:
-        return np.rint(_gray(x)[0] * 255).astype(np.uint8)
+        return np.rint(luma(x) * 255).astype(np.uint8)
 
     orb = cv2.ORB_create(5000)
     k1, d1 = orb.detectAndCompute(gray8(moving), None)

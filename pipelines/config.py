@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 
 __all__ = [
     "SECTIONS",

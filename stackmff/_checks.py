@@ -1,7 +1,6 @@
 """Input validation shared by the library and the CLI.
 
-User-facing problems raise :class:`StackMFFError` (a ``ValueError``) whose message is one line saying what is
-wrong and how to fix it. The CLI prints that line to stderr and exits with code 2, without a traceback.
+The checks raise the public exceptions of :mod:`stackmff.errors`.
 """
 
 from __future__ import annotations
@@ -10,24 +9,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["PartialFailure", "ShapeError", "StackMFFError", "check_choice", "check_shape", "check_stack"]
+from .errors import ShapeError, StackMFFError
 
-
-class StackMFFError(ValueError):
-    """A problem with the user's input or parameters; the message is one line with a fix hint."""
-
-
-class PartialFailure(StackMFFError):
-    """Some items of a batch (scenes of ``fuse-dataset``) failed, the others were done; ``results`` holds one
-    summary per item, failed ones with an ``"error"`` key. The message is one line listing the failures."""
-
-    def __init__(self, message: str, results: list[dict]):
-        super().__init__(message)
-        self.results = results
-
-
-class ShapeError(StackMFFError):
-    """An array does not have the documented shape."""
+__all__ = ["check_choice", "check_shape", "check_stack"]
 
 
 def check_shape(x: np.ndarray | object, dims: Sequence[str], name: str = "input") -> None:

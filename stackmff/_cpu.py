@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from ._checks import StackMFFError
+from .errors import StackMFFError
 
 __all__ = ["available_cores", "busy_cores", "choose_threads", "passive_openmp"]
 

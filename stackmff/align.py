@@ -60,7 +60,9 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from ._checks import StackMFFError, check_choice, check_stack
+from ._checks import check_choice, check_stack
+from .color import luma
+from .errors import StackMFFError
 from .fusion._common import lowpass_deviation, noise_std
 
 if TYPE_CHECKING:
@@ -517,13 +519,6 @@ def _grid_scale(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
     """3x3 map from pixel-centre coordinates of an ``src`` (H, W) grid to those of a resized ``dst`` grid."""
     sy, sx = dst[0] / src[0], dst[1] / src[1]
     return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
-
-
-def _luma(layer: np.ndarray) -> np.ndarray:
-    """``(C, H, W)`` -> ``(H, W)`` float32 Rec.601 luma."""
-    if layer.shape[0] == 1:
-        return np.ascontiguousarray(layer[0], dtype=np.float32)
-    return (0.299 * layer[0] + 0.587 * layer[1] + 0.114 * layer[2]).astype(np.float32)
 
 
 def _features(luma: np.ndarray) -> np.ndarray:
@@ -1086,7 +1081,7 @@ def _estimate(
     from_work = np.linalg.inv(to_work)
 
     def work_luma(i: int) -> np.ndarray:
-        y = _luma(images[i])
+        y = np.ascontiguousarray(luma(images[i]), dtype=np.float32)
         return y if wsize == (h, w) else cv2.resize(y, wsize[::-1], interpolation=cv2.INTER_AREA)
 
     lumas = [work_luma(i) for i in range(n)]

@@ -29,7 +29,7 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ._checks import StackMFFError
+from .errors import StackMFFError
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import StackMFFError
+from .errors import StackMFFError
 from .io import IMAGE_EXTENSIONS, from_uint, load_image, natural_key, read_image_file, save_image
 
 __all__ = [

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["REC601", "rgb_to_gray", "to_gray8"]
+from stackmff.color import REC601, luma
 
-REC601 = (0.299, 0.587, 0.114)
+__all__ = ["REC601", "rgb_to_gray", "to_gray8"]
 
 
 def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
@@ -24,10 +24,7 @@ def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., 1, H, W)`` of the input dtype and device.
     """
-    if x.shape[-3] == 1:
-        return x
-    w = torch.tensor(REC601, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return (x * w).sum(dim=-3, keepdim=True)
+    return luma(x, keepdims=True)
 
 
 def to_gray8(x: torch.Tensor) -> np.ndarray:

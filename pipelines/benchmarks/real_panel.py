@@ -42,9 +42,9 @@ import torch
 
 from metrics import block_sharpness
 from stackmff.align import align_stack
+from stackmff.color import luma
 from stackmff.fusion import get_fusion_method
 from stackmff.io import load_image, load_stack, save_image
-from stackmff.models.inference import luma
 from stackmff.peers import get_peer
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -40,12 +40,13 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from stackmff.color import luma
 from stackmff.data.procedural import load_rgbd_samples
 from stackmff.data.synthesis import synthesize_physical
 from stackmff.fusion import get_fusion_method, list_methods
 from stackmff.fusion._common import gather
 from stackmff.fusion.focus_measure import focus_measure
-from stackmff.models.inference import load_model, luma, predict_logits, pyramid_blend
+from stackmff.models.inference import load_model, predict_logits, pyramid_blend
 from stackmff.models.stackmff_v3 import fold_batchnorm
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stackmff.color import luma
 from stackmff.models._reference import UpstreamStyleV3
 from stackmff.models.inference import fuse_stack_v3, load_model
 from stackmff.models.registry import create_model
@@ -103,7 +104,7 @@ def reference(model: StackMFFV3, n: int, size: int, *, reps: int = 1) -> dict:
     """Upstream-style evaluation vs the fast path on the same ``(n, size, size)`` stack, same weights."""
     ref = UpstreamStyleV3(model).eval()
     st = _stack(n, size, size)
-    lum = torch.from_numpy(0.299 * st[:, 0] + 0.587 * st[:, 1] + 0.114 * st[:, 2])[None]  # (1, N, H, W)
+    lum = torch.from_numpy(luma(st))[None]  # (1, N, H, W)
     ref(lum[..., :64, :64])
     t_ref = []
     for _ in range(reps):
@@ -157,7 +158,7 @@ def flops(model: StackMFFV3, n: int, size: int, *, reps: int = 1, profile_rows: 
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
-    from stackmff.models.inference import _inference_copy, luma, predict_logits
+    from stackmff.models.inference import _inference_copy, predict_logits
 
     m = _inference_copy(model)
     st = _stack(n, size, size)

@@ -16,7 +16,7 @@ def task_runner(params: FlowsParams):
 
         return DaskTaskRunner(cluster_kwargs={"n_workers": params.workers, "threads_per_worker": 1, "processes": True})
     if params.task_runner != "threads":
-        from stackmff._checks import StackMFFError
+        from stackmff.errors import StackMFFError
 
         raise StackMFFError(f"flows.task_runner must be threads or dask, got {params.task_runner!r}")
     return ThreadPoolTaskRunner(max_workers=params.workers)

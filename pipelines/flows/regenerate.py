@@ -20,7 +20,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from pipelines.config import load_params
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 
 DEPLOYMENT = "regenerate-nightly"
 

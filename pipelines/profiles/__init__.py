@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from pipelines.config import SECTIONS, build
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 
 __all__ = ["PROFILES_DIR", "apply_profile", "available_profiles", "dvc_set_args", "load_profile"]
 

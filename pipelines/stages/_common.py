@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 
 __all__ = ["PeakMemory", "parser", "read_json", "run_main", "write_json"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pipelines.config import DepthParams, load_params
 from pipelines.stages._common import parser, run_main, write_json
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.io import IMAGE_EXTENSIONS, load_image, natural_key, save_image
 
 __all__ = ["main", "run"]

@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipelines.config import EvaluateParams, load_params
 from pipelines.stages._common import parser, run_main
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.report.tables import TIDY_COLUMNS, write_csv
 
 __all__ = ["main", "run"]

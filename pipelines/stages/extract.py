@@ -24,8 +24,8 @@ from pathlib import Path
 
 from pipelines.config import ExtractParams, load_params
 from pipelines.stages._common import parser, run_main, write_json
-from stackmff._checks import StackMFFError
 from stackmff.data.extract import DATASETS, extract_dataset
+from stackmff.errors import StackMFFError
 from stackmff.io import IMAGE_EXTENSIONS
 
 __all__ = ["has_raw_data", "main", "run"]

@@ -30,7 +30,7 @@ from typing import Any
 
 from pipelines.config import FuseParams, load_params
 from pipelines.stages._common import PeakMemory, parser, run_main, write_json
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.io import IMAGE_EXTENSIONS, find_pair_scenes, find_stack_scenes, load_stack, natural_key, save_image
 
 __all__ = ["Scene", "find_scenes", "fuse_scene", "main", "method_kind", "run"]

@@ -26,7 +26,7 @@ import cv2
 
 from pipelines.config import PrepareParams, load_params
 from pipelines.stages._common import parser, run_main
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.io import IMAGE_EXTENSIONS, find_pair_scenes, find_stack_scenes, load_image, natural_key, save_image
 
 __all__ = ["is_benchmark_tree", "main", "run"]

@@ -30,7 +30,7 @@ import pandas as pd
 
 from pipelines.config import ReportParams, load_params
 from pipelines.stages._common import parser, read_json, run_main, write_json
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.io import IMAGE_EXTENSIONS, find_stack_scenes, natural_key
 from stackmff.report import (
     SceneView,

@@ -31,7 +31,7 @@ import numpy as np
 
 from pipelines.config import BaseParams, SplitParams, SynthesizeParams, load_params
 from pipelines.stages._common import parser, run_main, write_json
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.io import IMAGE_EXTENSIONS, load_image, natural_key, save_image
 
 __all__ = ["main", "run", "synthesize_split"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipelines.config import BaseParams, TrainParams, build, load_params
 from pipelines.stages._common import parser, run_main
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 
 __all__ = ["check_variant", "main", "run", "train_config"]
 

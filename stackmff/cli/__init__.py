@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import __version__
-from .._checks import StackMFFError
+from ..errors import StackMFFError
 
 __all__ = ["main"]
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .._checks import StackMFFError
+from ..errors import StackMFFError
 
 TRANSFORMS_NAME = "transforms.json"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .._checks import StackMFFError
+from ..errors import StackMFFError
 
 
 def _extract(args: argparse.Namespace) -> int:

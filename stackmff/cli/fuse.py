@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from .._checks import StackMFFError
+from ..errors import StackMFFError
 from ..fusion import DEFAULT_METHOD, list_methods
 
 ALIGN_CHOICES = ("auto", "none", "translation", "similarity", "affine", "homography")
@@ -238,7 +238,7 @@ def _cmd_fuse_pairs(args: argparse.Namespace) -> int:
 def _cmd_fuse_many(args: argparse.Namespace, run) -> int:
     """``fuse-dataset`` / ``fuse-pairs``: ``run`` is :func:`fuse_dataset` or :func:`fuse_pairs`. Finished scenes
     are skipped (resume), failed ones are listed in one line at the end (exit 2) after the others were fused."""
-    from .._checks import PartialFailure
+    from ..errors import PartialFailure
     from .align import alignment_options
 
     try:

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from .._checks import StackMFFError
+from ..errors import StackMFFError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .._checks import StackMFFError, check_choice
+from ..errors import StackMFFError
+from .._checks import check_choice
 from ..io import natural_key
 from .procedural import make_scene
 from .synthesis import (

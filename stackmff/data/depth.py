@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._checks import StackMFFError
+from ..errors import StackMFFError
 from ..io import IMAGE_EXTENSIONS, natural_key, save_image
 
 __all__ = ["estimate_depth", "load_depth_model"]

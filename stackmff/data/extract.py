@@ -32,7 +32,8 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from .._checks import StackMFFError, check_choice
+from ..errors import StackMFFError
+from .._checks import check_choice
 
 __all__ = ["DATASETS", "extract_dataset", "is_uniform_background"]
 

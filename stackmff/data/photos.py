@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._checks import StackMFFError
+from ..errors import StackMFFError
 from .procedural import RGBDScene, _fit_disparity, _oriented_crop, _shape_mask
 
 __all__ = ["PHOTO_SOURCES", "collect_photos", "load_photo_bank", "make_photo_scene"]

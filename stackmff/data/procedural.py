@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._checks import StackMFFError
+from ..errors import StackMFFError
 
 __all__ = ["RGBDScene", "load_rgbd_samples", "make_scene", "texture_bank"]
 

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from .._checks import StackMFFError, check_shape
+from ..errors import StackMFFError
+from .._checks import check_shape
 from ..fusion._common import noise_std
 
 __all__ = [

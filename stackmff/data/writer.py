@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._checks import StackMFFError, check_choice
+from ..errors import StackMFFError
+from .._checks import check_choice
 from ..io import IMAGE_EXTENSIONS, load_image, natural_key, save_image
 from .procedural import make_scene
 from .synthesis import INVALID_KINDS, inject_invalid_layers, shuffle_layers, synthesize_physical, synthesize_upstream

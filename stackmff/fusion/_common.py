@@ -5,10 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .._checks import StackMFFError, check_stack
-
-# Rec.601 luma weights, the same as OpenCV's RGB2GRAY (SPEC: the network's input is this luma too).
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+from .._checks import check_stack
+from ..color import luma
+from ..errors import StackMFFError
 
 
 def prepare_stack(stack: np.ndarray) -> np.ndarray:
@@ -18,14 +17,6 @@ def prepare_stack(stack: np.ndarray) -> np.ndarray:
     if not np.isfinite(out).all():
         raise StackMFFError("stack contains NaN or infinite values; load images with stackmff.io.load_stack.")
     return out
-
-
-def luma(layer: np.ndarray) -> np.ndarray:
-    """Rec.601 luma ``(H, W)`` of one layer ``(C, H, W)``; a gray layer is returned as is."""
-    if layer.shape[0] == 1:
-        return layer[0]
-    r, g, b = LUMA_WEIGHTS
-    return (r * layer[0] + g * layer[1] + b * layer[2]).astype(np.float32, copy=False)
 
 
 # second differences along the four pixel directions (horizontal, vertical, two diagonals)
@@ -83,10 +74,7 @@ def lowpass_deviation(stack) -> np.ndarray:
 
 def luma_hwc(x: np.ndarray) -> np.ndarray:
     """Luma ``(H, W)`` of an ``(H, W)`` or ``(H, W, 3)`` array (used on pyramid/wavelet coefficients, which are linear)."""
-    if x.ndim == 2:
-        return x
-    r, g, b = LUMA_WEIGHTS
-    return r * x[..., 0] + g * x[..., 1] + b * x[..., 2]
+    return x if x.ndim == 2 else luma(x, axis=-1)
 
 
 def to_hwc(layer: np.ndarray) -> np.ndarray:

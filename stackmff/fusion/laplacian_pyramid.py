@@ -29,7 +29,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .._checks import StackMFFError, check_choice
+from .._checks import check_choice
+from ..errors import StackMFFError
 from ._common import auto_levels, luma, luma_hwc, majority_filter, prepare_stack, to_chw, to_hwc
 from .focus_measure import focus_measure
 from .registry import FusionResult, register_method

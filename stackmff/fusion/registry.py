@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from .._checks import StackMFFError
+from ..errors import StackMFFError
 
 __all__ = [
     "FusionMethod",

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._checks import PartialFailure, StackMFFError
+from ..errors import PartialFailure, StackMFFError
 from ..io import (
     IMAGE_EXTENSIONS,
     OutputSet,
@@ -169,7 +169,7 @@ def upstream_outputs(result: FusionResult, n_layers: int, *, reverse: bool = Fal
         depth = None if depth is None else 1.0 - depth
     gray = result.extras.get("gray")
     if gray is None:
-        from ..models.inference import luma
+        from ..color import luma
 
         gray = luma(result.image)
     out = {"fused_gray": (np.asarray(gray) * 255).astype(np.uint8)}
@@ -323,7 +323,7 @@ def fuse_dataset(
     With ``index_maps`` the index maps go to ``<outdir>/<dataset>/index_maps/<scene>.png``. ``align_options`` are
     :func:`stackmff.align.align_stack` keywords applied to every stack (e.g. ``frame``, ``drop_failed``).
     Finished scenes are skipped unless ``overwrite``; a failed scene does not stop the others (see
-    :class:`~stackmff._checks.PartialFailure`).
+    :class:`~stackmff.errors.PartialFailure`).
     ``upstream``: also the upstream scripts' outputs in ``<outdir>/<dataset>/<name>/<scene>.png`` (names of
     :func:`upstream_outputs`; ``reverse`` flips their index/depth). ``warmup``: fuse each dataset's first stack this
     many times, untimed, before its stacks are timed (upstream: 3 network passes), so that per-dataset mean times

@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 import pywt
 
-from .._checks import StackMFFError
+from ..errors import StackMFFError
 from ._common import auto_levels, luma_hwc, majority_filter, prepare_stack, to_chw, to_hwc
 from .registry import FusionResult, register_method
 

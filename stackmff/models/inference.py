@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._checks import StackMFFError
+from ..color import luma
+from ..errors import StackMFFError
 from ..fusion._common import lowpass_deviation, luma_hwc, noise_std
 from ..fusion.registry import FusionResult
 from ._weights import DEFAULT_WEIGHTS  # torch-free, re-exported here
@@ -50,7 +51,6 @@ __all__ = [
     "fuse_stack_v3",
     "is_upstream_state_dict",
     "load_model",
-    "luma",
     "noise_outliers",
     "outlier_layers",
     "photometric_outliers",
@@ -62,17 +62,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("stackmff")
-
-
-_REC601 = (0.299, 0.587, 0.114)
-
-
-def luma(layer: np.ndarray) -> np.ndarray:
-    """Rec.601 luma (as OpenCV ``RGB2GRAY``) of a ``(C, H, W)`` float image, C in {1, 3}; returns ``(H, W)`` float32."""
-    if layer.shape[0] == 1:
-        return np.asarray(layer[0], dtype=np.float32)
-    r, g, b = (np.asarray(layer[i], dtype=np.float32) for i in range(3))
-    return _REC601[0] * r + _REC601[1] * g + _REC601[2] * b
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

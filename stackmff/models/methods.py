@@ -27,8 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._checks import StackMFFError, check_choice, check_stack
+from .._checks import check_choice, check_stack
 from .._cpu import available_cores, choose_threads, passive_openmp
+from ..errors import StackMFFError
 from ..fusion.registry import FusionResult, register_method
 from ._weights import DEFAULT_STAR_WEIGHTS, DEFAULT_WEIGHTS
 

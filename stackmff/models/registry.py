@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
-from .._checks import StackMFFError
+from ..errors import StackMFFError
 from .stackmff_v3 import StackMFFV3, StackMFFV3Config
 
 __all__ = ["create_model", "get_config", "list_models", "register_model"]

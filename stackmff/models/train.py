@@ -29,16 +29,16 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from .._checks import StackMFFError, check_choice
+from .._checks import check_choice
+from ..color import luma
+from ..errors import StackMFFError
 from .inference import load_model, resolve_device, save_checkpoint
 from .registry import get_config
 from .stackmff_v3 import StackMFFV3, star_depth, star_index
 
-__all__ = ["TrainConfig", "luma_batch", "train", "train_step"]
+__all__ = ["TrainConfig", "train", "train_step"]
 
 log = logging.getLogger("stackmff")
-
-_REC601 = torch.tensor([0.299, 0.587, 0.114])
 
 
 @dataclass
@@ -140,12 +140,6 @@ class TrainConfig:
             raise StackMFFError(f"out_dir {out} is a file; -o takes a folder for checkpoints and metrics")
 
 
-def luma_batch(layers: torch.Tensor) -> torch.Tensor:
-    """Rec.601 luma of a batch ``(B, N, 3, H, W)`` → ``(B, N, H, W)``."""
-    w = _REC601.to(layers.device, layers.dtype)
-    return torch.einsum("bnchw,c->bnhw", layers, w)
-
-
 def _loss(model_cfg, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     # logits (B, N, H, W) float32, index (B, H, W) int64
     if model_cfg.head == "regress":
@@ -187,7 +181,7 @@ def train_step(
     """
     cfg = (model.module if isinstance(model, DistributedDataParallel) else model).cfg
     layers = batch["layers"].to(device, non_blocking=True)  # (B, N, 3, H, W)
-    x = luma_batch(layers)  # (B, N, H, W)
+    x = luma(layers)  # (B, N, H, W)
     index = batch["index"].to(device, non_blocking=True)  # (B, H, W)
     model.train()
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -220,7 +214,7 @@ def _validate(model: StackMFFV3, batches: list[dict], device: torch.device) -> d
     acc, psnr = [], []
     for b in batches:
         layers = b["layers"].to(device)  # (B, N, 3, H, W)
-        logits = model(luma_batch(layers)).float()
+        logits = model(luma(layers)).float()
         idx = _predict_index(model.cfg, logits)  # (B, H, W)
         acc.append((idx == b["index"].to(device)).float().mean().item())
         g = idx[:, None, None].expand(-1, 1, 3, -1, -1)  # (B, 1, 3, H, W)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._checks import StackMFFError
+from ..errors import StackMFFError
 
 __all__ = [
     "RUN_COLUMNS",

@@ -14,8 +14,8 @@ from skimage import data
 
 from metrics import psnr, qabf, scd
 from metrics.evaluate import COLUMNS, METRICS, evaluate_images, evaluate_tree, write_table
-from stackmff._checks import StackMFFError
 from stackmff.cli import main
+from stackmff.errors import StackMFFError
 
 FAST = ["psnr_gray8", "ssim_gray8", "psnr", "qabf", "mi", "scd", "sf", "halo"]
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pipelines.config import SECTIONS, FuseParams, load_params
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 
 ROOT = Path(__file__).resolve().parents[2]
 

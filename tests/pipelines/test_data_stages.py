@@ -15,7 +15,7 @@ from _helpers import write_tiny_depth_anything
 
 from pipelines.config import DepthParams, ExtractParams, PrepareParams
 from pipelines.stages import depth, extract, prepare
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.io import load_image, save_image
 
 ROOT = Path(__file__).resolve().parents[2]

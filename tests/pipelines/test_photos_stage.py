@@ -13,7 +13,7 @@ import yaml
 
 from pipelines.config import BaseParams, PhotoFolder, PhotosParams, SplitParams, SynthesizeParams, load_params
 from pipelines.stages import photos, synthesize
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.io import load_image
 
 ROOT = Path(__file__).resolve().parents[2]

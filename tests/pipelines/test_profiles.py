@@ -14,7 +14,7 @@ import yaml
 from pipelines.config import SECTIONS, BaseParams, TrainParams, load_params
 from pipelines.profiles import apply_profile, available_profiles, dvc_set_args, load_profile
 from pipelines.stages.train import train_config
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC = Path(sys.executable).with_name("dvc")

@@ -8,6 +8,7 @@ import pytest
 
 from metrics import block_sharpness
 from pipelines.benchmarks import real_panel, rgbd_gt
+from stackmff.color import luma
 
 
 def _two_focus(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -39,13 +40,13 @@ def test_method_options_parse_like_validate():
 
 def test_crop_panel_and_sharpest_composite(tmp_path):
     img, layers = _two_focus(np.random.default_rng(1))
-    src = np.stack([rgbd_gt.luma(x) for x in layers])
+    src = np.stack([luma(x) for x in layers])
     bs = block_sharpness(img, layers, block=16)
     best = bs.best_layer[0].numpy()
     np.testing.assert_array_equal(best, np.repeat([[0, 0, 1, 1]], 4, axis=0))
     np.testing.assert_array_equal(real_panel.sharpest_image(layers, best, 16), img)
     fused = {real_panel.V3: layers[0], "guided_filter": img}
-    maps = {m: block_sharpness(rgbd_gt.luma(x), src, block=16) for m, x in fused.items()}
+    maps = {m: block_sharpness(luma(x), src, block=16) for m, x in fused.items()}
     out = tmp_path / "crops" / "s.png"
     real_panel.crop_panel(out, img, fused, maps, 16)
     panel = cv2.imread(str(out))

@@ -20,7 +20,7 @@ from pipelines.config import (
     SynthesizeParams,
 )
 from pipelines.stages import evaluate, fuse, prepare, report, synthesize
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.io import load_image, save_image
 from stackmff.peers import get_peer
 

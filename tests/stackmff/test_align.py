@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from _helpers import psnr, synthetic_stack, write_image
 
-from stackmff._checks import StackMFFError
 from stackmff.align import align_stack, load_transforms, save_transforms
 from stackmff.cli import main
+from stackmff.errors import StackMFFError
 from stackmff.fusion import get_fusion_method
 
 MARGIN = 24

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from stackmff import _cpu
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 
 
 def _machine(monkeypatch, cores: int, runnable: list[int]) -> None:

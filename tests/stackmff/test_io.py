@@ -11,7 +11,7 @@ import tifffile
 from _helpers import write_image
 from PIL import Image
 
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.io import find_pair_scenes, find_stack_scenes, load_image, load_stack, natural_key, save_image
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.data.datasets import EqualNBatchSampler, FolderStacks, ProceduralStacks, collate_stacks
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from _helpers import write_tiny_depth_anything
 
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")

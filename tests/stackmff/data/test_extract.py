@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.data.extract import extract_dataset, is_uniform_background
 
 

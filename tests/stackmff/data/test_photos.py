@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.data.datasets import ProceduralStacks
 from stackmff.data.photos import collect_photos, load_photo_bank, make_photo_scene
 from stackmff.data.synthesis import SynthStack, jpeg_layers, synthesize_physical

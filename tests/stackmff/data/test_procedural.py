@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.data.procedural import load_rgbd_samples, make_scene
 
 SHARED = Path(__file__).resolve().parents[4] / "shared" / "data"

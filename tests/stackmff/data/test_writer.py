@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.data.datasets import FolderStacks
 from stackmff.data.writer import SynthesisConfig, write_stack_dataset
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from _helpers import best_layer_psnr, psnr, synthetic_stack
 
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.fusion import DEFAULT_METHOD, fuse, get_fusion_method, list_methods
 
 CLASSICAL = [m.name for m in list_methods() if not m.learned]

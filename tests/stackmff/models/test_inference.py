@@ -7,14 +7,14 @@ import pytest
 import torch
 from scipy.ndimage import uniform_filter
 
-from stackmff._checks import StackMFFError
+from stackmff.color import luma
+from stackmff.errors import StackMFFError
 from stackmff.fusion.registry import get_fusion_method
 from stackmff.models.inference import (
     TilePlan,
     _blend_tiles,
     _pad_reflect,
     fuse_stack_v3,
-    luma,
     plan_tiles,
     predict_logits,
     save_checkpoint,
@@ -30,12 +30,6 @@ def small_model():
 
 def _stack(n=4, c=3, h=50, w=70, seed=0):
     return np.random.default_rng(seed).random((n, c, h, w), dtype=np.float32)
-
-
-def test_luma_is_rec601():
-    img = np.zeros((3, 1, 3), np.float32)
-    img[0, 0, 0], img[1, 0, 1], img[2, 0, 2] = 1, 1, 1
-    np.testing.assert_allclose(luma(img)[0], [0.299, 0.587, 0.114], atol=1e-7)
 
 
 def test_streamed_logits_equal_the_whole_forward(small_model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.models._reference import UpstreamStyleV3
 from stackmff.models.inference import load_model, save_checkpoint
 from stackmff.models.registry import create_model, get_config, list_models

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from stackmff._checks import StackMFFError
 from stackmff.cli import main as cli_main
+from stackmff.color import luma
 from stackmff.data.datasets import ProceduralStacks, collate_stacks
+from stackmff.errors import StackMFFError
 from stackmff.models.inference import load_model
 from stackmff.models.registry import create_model
-from stackmff.models.train import TrainConfig, _colour_loss, _loss, luma_batch, train, train_step
+from stackmff.models.train import TrainConfig, _colour_loss, _loss, train, train_step
 
 TINY = {
     "size": 32,
@@ -36,12 +37,6 @@ def _fixed_batch(shuffle=True):
     return collate_stacks([ds[i] for i in range(2)])
 
 
-def test_luma_batch_matches_rec601():
-    x = torch.rand(2, 3, 3, 4, 5)
-    expect = 0.299 * x[:, :, 0] + 0.587 * x[:, :, 1] + 0.114 * x[:, :, 2]
-    torch.testing.assert_close(luma_batch(x), expect)
-
-
 @pytest.mark.parametrize("name", ["v3_small", "v3_star"])
 def test_one_step_decreases_loss_on_a_fixed_batch(name):
     torch.manual_seed(0)
@@ -55,7 +50,7 @@ def test_one_step_decreases_loss_on_a_fixed_batch(name):
     def loss():
         m.train()
         with torch.no_grad():
-            return float(_loss(m.cfg, m(luma_batch(b["layers"])), b["index"]))
+            return float(_loss(m.cfg, m(luma(b["layers"])), b["index"]))
 
     before = loss()
     torch.manual_seed(1)
@@ -83,7 +78,7 @@ def test_step_with_colour_loss_decreases_it():
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
     m.train()
     with torch.no_grad():
-        logits = m(luma_batch(b["layers"]))
+        logits = m(luma(b["layers"]))
         expect = float(_loss(m.cfg, logits, b["index"]) + 5.0 * _colour_loss(logits, b["layers"], b["aif"]))
     first = train_step(m, b, opt, device=torch.device("cpu"), colour_loss=5.0)["loss"]
     assert first == pytest.approx(expect, rel=1e-5)

@@ -14,8 +14,8 @@ import pytest
 import torch
 from _helpers import SHARED_DATA
 
-from stackmff._checks import StackMFFError
 from stackmff.cli import main as cli_main
+from stackmff.errors import StackMFFError
 from stackmff.fusion.run import upstream_outputs
 from stackmff.models.inference import export_upstream, fuse_stack_upstream, load_model, save_checkpoint
 from stackmff.models.registry import create_model

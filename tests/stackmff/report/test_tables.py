@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stackmff._checks import StackMFFError
+from stackmff.errors import StackMFFError
 from stackmff.report import metric_tables, resource_table, select_crop, summarize, to_latex, to_markdown
 
 
