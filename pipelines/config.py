@@ -170,7 +170,8 @@ class FlowsParams:
     """``flows:``: Prefect orchestration (not read by any DVC stage)."""
 
     task_runner: str = "threads"  # "threads" or "dask" (process parallelism for CPU-bound baselines)
-    workers: int = 2
+    workers: int = 2  # threads, or the workers of the local Dask cluster (ignored with dask_address)
+    dask_address: str = ""  # "tcp://host:8786": run the tasks on this existing Dask cluster instead of a local one
     cron: str = "0 3 * * *"  # schedule of the regenerate deployment
     publish_dir: str = ""  # where the regenerate flow copies reports/ ("" = no copy, only a Prefect artifact)
 

@@ -42,7 +42,13 @@ def load_depth_model(checkpoint: str | os.PathLike, *, device: str | None = None
         StackMFFError: the folder is missing or does not hold a Depth Anything checkpoint.
     """
     import torch
-    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+    try:
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+    except ImportError:
+        raise StackMFFError(
+            "Depth Anything V2 runs with transformers, which is not installed: pip install 'stackmff[depth]'"
+        ) from None
 
     ckpt = Path(checkpoint)
     if not (ckpt / "config.json").is_file():

@@ -357,6 +357,12 @@ def train(cfg: TrainConfig) -> Path:
         ``out_dir/model.pt`` (fp32 weights + config); ``out_dir/model_fp16.pt`` and ``out_dir/last.pt`` (resumable)
         are written alongside.
     """
+    try:  # checked before any work: the metrics are logged with it
+        import dvclive  # noqa: F401
+    except ImportError:
+        raise StackMFFError(
+            "training logs its metrics with dvclive, which is not installed: pip install 'stackmff[pipeline]'"
+        ) from None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     ddp = world > 1
