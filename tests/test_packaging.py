@@ -105,3 +105,28 @@ def test_depth_without_transformers_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(StackMFFError, match=r"pip install 'stackmff\[depth\]'"):
         load_depth_model(tmp_path)
+
+
+def test_core_install_fuses_and_evaluates(tmp_path, method="stackmff_v3"):
+    """With no extra importable (as after a plain `pip install stackmff`): fuse and evaluate a real sample stack."""
+    import shutil
+    import subprocess
+
+    bench = tmp_path / "bench"
+    shutil.copytree(ROOT / "data/samples/ring", bench / "samples" / "dof_stack" / "ring")
+    blocked = ["dvc", "dvclive", "prefect", "prefect_dask", "distributed", "dask", "transformers", "ruamel"]
+    code = (
+        "import sys\n"
+        f"sys.modules.update(dict.fromkeys({blocked!r}))\n"  # None entries: importing them raises ImportError
+        "from stackmff.cli import main\n"
+        "bench, fused, table, method = sys.argv[1:]\n"
+        "rc = main(['fuse-dataset', bench, '-o', fused, '-m', method, '--align', 'none'])\n"
+        "rc = rc or main(['evaluate', fused, '--benchmark', bench, '--method', method, '-o', table])\n"
+        "sys.exit(rc)\n"
+    )
+    fused, table = tmp_path / "fused", tmp_path / "scores.csv"
+    args = [sys.executable, "-c", code, str(bench), str(fused), str(table), method]
+    p = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (fused / "samples" / "ring.png").stat().st_size > 0
+    assert "qabf" in table.read_text()
