@@ -103,6 +103,23 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     assert [int(x) for x in psnr_rows[::2]] == [2, 4]  # logged at the steps where validation ran
 
 
+@pytest.mark.slow
+def test_resume_with_photo_scenes_is_bit_exact(tmp_path):
+    """Mid-epoch resume with every stochastic part of the photo fine-tune on (photos, breathing, JPEG, invalid)."""
+    from stackmff.data.photos import collect_photos
+
+    bank = tmp_path / "bank"
+    assert collect_photos(bank, max_side=256)["count"] > 0
+    opts = {**TINY, "n_range": (2, 6), "photos": str(bank), "photo_prob": 0.6, "breathing": 0.02}
+    opts |= {"jpeg_prob": 0.5, "invalid_prob": 0.5, "max_invalid": 2, "colour_loss": 5.0}
+    full = train(TrainConfig(out_dir=str(tmp_path / "a"), steps=6, **opts))
+    train(TrainConfig(out_dir=str(tmp_path / "b"), steps=3, **opts))  # 4 batches per epoch: stops mid-epoch
+    resumed = train(TrainConfig(out_dir=str(tmp_path / "b"), steps=6, **opts))
+    a, b = load_model(full).state_dict(), load_model(resumed).state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=k)
+
+
 def test_init_from_keeps_the_checkpoint_architecture(tmp_path):
     src = train(TrainConfig(out_dir=str(tmp_path / "src"), steps=1, model_options={"rope": True}, **TINY))
     out = train(TrainConfig(out_dir=str(tmp_path / "ft"), steps=1, model="v3", init_from=str(src), **TINY))
