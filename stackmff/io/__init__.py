@@ -11,14 +11,23 @@ Conversion from the integer pixel types of files (uint8, uint16) happens only in
 (float32 represents every 16-bit integer exactly).
 
 Modules: :mod:`~stackmff.io.decode` (image files to arrays, pixel types), :mod:`~stackmff.io.stack` (loading a focal
-stack), :mod:`~stackmff.io.write` (encoding, atomic and all-or-nothing writes),
+stack), :mod:`~stackmff.io.write` (encoding, atomic and all-or-nothing writes of any output file),
 :mod:`~stackmff.io.scenes` (benchmark dataset trees).
 """
 
 from .decode import IMAGE_EXTENSIONS, from_uint, load_image, read_image_file, to_uint
 from .scenes import PairScene, StackScene, find_pair_scenes, find_stack_scenes
 from .stack import CompactLayer, CompactStack, Stack, collect_files, load_stack, natural_key
-from .write import TEMP_SUFFIX, OutputSet, check_output_path, check_writable_folder, save_image, sweep_stale_temps
+from .write import (
+    TEMP_SUFFIX,
+    OutputSet,
+    atomic_folder,
+    atomic_write,
+    check_output_path,
+    check_writable_folder,
+    save_image,
+    sweep_stale_temps,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -29,6 +38,8 @@ __all__ = [
     "PairScene",
     "Stack",
     "StackScene",
+    "atomic_folder",
+    "atomic_write",
     "check_output_path",
     "check_writable_folder",
     "collect_files",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -18,7 +21,10 @@ from ..errors import StackMFFError
 from .decode import IMAGE_EXTENSIONS, to_uint
 
 __all__ = [
+    "TEMP_SUFFIX",
     "OutputSet",
+    "atomic_folder",
+    "atomic_write",
     "check_output_path",
     "check_writable_folder",
     "save_image",
@@ -56,10 +62,7 @@ def save_image(
     if path.exists() and not overwrite:
         raise StackMFFError(f"output {path} exists; pass --overwrite to replace it or choose another name")
     if ext in (".jpg", ".jpeg", ".bmp", ".webp") and bit_depth == 16:
-        log.warning(
-            "%s cannot hold 16-bit data; writing 8-bit (use .png or .tif to keep 16 bits)",
-            path.name,
-        )
+        log.warning("%s cannot hold 16-bit data; writing 8-bit (use .png or .tif to keep 16 bits)", path.name)
         bit_depth = 8
     arr = np.asarray(image)
     if arr.ndim == 3:
@@ -79,12 +82,7 @@ def _encode(arr: np.ndarray, ext: str, quality: int, path: Path) -> bytes | memo
     """The file bytes of an ``(H, W)`` / ``(H, W, 3)`` uint8/uint16 RGB array for extension ``ext``."""
     if ext in (".tif", ".tiff"):
         buf = io.BytesIO()
-        tifffile.imwrite(
-            buf,
-            arr,
-            photometric="rgb" if arr.ndim == 3 else "minisblack",
-            compression="zlib",
-        )
+        tifffile.imwrite(buf, arr, photometric="rgb" if arr.ndim == 3 else "minisblack", compression="zlib")
         return buf.getbuffer()
     bgr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else arr
     params: list[int] = []
@@ -107,11 +105,161 @@ _TEMP_RE = re.compile(r"^\..+\.(\d+)\.[^.]+" + re.escape(TEMP_SUFFIX) + r"$")
 _LEGACY_TEMP_RE = re.compile(r"^\..+\.tmp(\d+)$")  # `.last.pt.tmp<PID>` of earlier versions
 
 
-def _file_mode() -> int:
-    """``0o666`` less the process umask: what ``open()`` would give a new file (``mkstemp`` gives 0600)."""
+def _file_mode(base: int = 0o666) -> int:
+    """``base`` less the process umask: what ``open()`` (``0o666``) or ``mkdir()`` (``0o777``) would give a new file
+    or folder (``mkstemp`` gives 0600, ``mkdtemp`` 0700)."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return base & ~mask
+
+
+def _new_temp(final: Path, *, folder: bool = False) -> Path:
+    """A new empty temp file (or folder) standing in for ``final``, next to it: ``.<name>.<pid>.<random>.stackmff-tmp``
+    (the naming :func:`sweep_stale_temps` recognises), with the permissions of a plainly created one."""
+    prefix = f".{final.name}.{os.getpid()}."
+    if folder:
+        tmp = tempfile.mkdtemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=final.parent)
+        os.chmod(tmp, _file_mode(0o777))
+        return Path(tmp)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=final.parent)
+    try:
+        os.fchmod(fd, _file_mode())
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
+def _publish(tmp: Path, final: Path, *, overwrite: bool, created: list[Path]) -> None:
+    """Give the temp file ``tmp`` the name ``final``: replacing an existing file with ``overwrite``, else exclusively
+    (a file that appeared meanwhile, e.g. from a concurrent run, is refused rather than replaced). ``final`` is
+    appended to ``created`` as soon as this call made the name exist, so that a caller's failure path removes it."""
+    if overwrite:
+        if final.is_dir():
+            raise StackMFFError(f"output {final} is a folder; give a file name")
+        existed = final.exists()
+        os.replace(tmp, final)
+        if not existed:
+            created.append(final)
+        return
+    try:
+        os.link(tmp, final)  # fails if the name exists: exclusive creation
+    except FileExistsError:
+        raise StackMFFError(
+            f"output {final} appeared while this run was working (another run?); "
+            "pass --overwrite to replace it or choose another name"
+        ) from None
+    except OSError:  # a file system without hard links: claim the name, then rename onto it
+        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        created.append(final)
+        os.replace(tmp, final)
+        return
+    created.append(final)
+    tmp.unlink()
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for f in paths:
+        try:
+            f.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike,
+    *,
+    mode: Literal["wb", "w"] | None = "wb",
+    overwrite: bool = False,
+    encoding: str = "utf-8",
+) -> Iterator[Any]:
+    """Write one file atomically: readers see the old file or the complete new one, never a part.
+
+    The body writes a temp file in the same folder (named as :class:`OutputSet` names them, so
+    :func:`sweep_stale_temps` removes it if the process is killed); on success it takes the final name (no fsync),
+    exclusively unless ``overwrite``; on any exception it is removed and the final name is left as it was. The
+    parent folder is created.
+
+    Args:
+        path: the final file.
+        mode: ``"wb"`` yields a binary file object, ``"w"`` a text one (``encoding``), ``None`` the temp file's
+            ``Path`` for writers that want a file name (``fig.savefig``, ``torch.save``).
+        overwrite: replace an existing file; otherwise one that exists, or appears while the body runs, is refused.
+        encoding: the text encoding with ``mode="w"``.
+
+    Yields:
+        An open file object, or with ``mode=None`` the temp file's path (an empty file, which the body replaces or
+        fills).
+
+    Raises:
+        StackMFFError: ``path`` is a folder, or it exists (or appeared meanwhile) and ``overwrite`` is false.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> with atomic_write(folder / "a.txt", mode="w") as f:
+        ...     _ = f.write("done")
+        >>> (folder / "a.txt").read_text(), sorted(p.name for p in folder.iterdir())
+        ('done', ['a.txt'])
+    """
+    final = Path(path)
+    if mode not in ("wb", "w", None):
+        raise StackMFFError(f"mode must be 'wb', 'w' or None, got {mode!r}")
+    if final.is_dir():
+        raise StackMFFError(f"output {final} is a folder; give a file name")
+    if final.exists() and not overwrite:
+        raise StackMFFError(f"output {final} exists; pass --overwrite to replace it or choose another name")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_temp(final)
+    created: list[Path] = []
+    try:
+        if mode is None:
+            yield tmp
+        else:
+            with open(tmp, mode, encoding=None if "b" in mode else encoding) as f:
+                yield f
+        _publish(tmp, final, overwrite=overwrite, created=created)
+    except BaseException:
+        _remove([tmp, *created])
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Write a folder as a whole: the body fills a temp folder next to ``path``, which then takes its name.
+
+    With ``overwrite`` an existing ``path`` is removed just before the rename (a folder cannot be swapped in one
+    step: for that instant neither exists); otherwise one that exists, or appears while the body runs, is refused.
+    On any exception the temp folder is removed and ``path`` is left as it was. The parent folder is created.
+
+    Yields:
+        The temp folder (new, empty, named like the temp files of :func:`atomic_write`).
+
+    Raises:
+        StackMFFError: ``path`` exists (or appeared meanwhile) and ``overwrite`` is false.
+    """
+    final = Path(path)
+    if final.exists() and not overwrite:
+        raise StackMFFError(f"output {final} exists; pass --overwrite to replace it or choose another name")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_temp(final, folder=True)
+    try:
+        yield tmp
+        if final.exists() or final.is_symlink():
+            if not overwrite:
+                raise StackMFFError(
+                    f"output {final} appeared while this run was working (another run?); "
+                    "pass --overwrite to replace it or choose another name"
+                )
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            else:
+                final.unlink()
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -125,7 +273,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def sweep_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Remove temp files of our naming left in ``folder`` by a killed run (their process no longer exists)."""
+    """Remove temp files of our naming left in ``folder`` by a killed run (their process no longer exists), and the
+    temp folders of :func:`atomic_folder`."""
     removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
@@ -135,16 +284,15 @@ def sweep_stale_temps(folder: str | os.PathLike) -> list[Path]:
         m = _TEMP_RE.match(e.name) or _LEGACY_TEMP_RE.match(e.name)
         if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
             try:
-                os.unlink(e.path)
+                if e.is_dir(follow_symlinks=False) and _TEMP_RE.match(e.name):  # only the unmistakable new naming
+                    shutil.rmtree(e.path)
+                else:
+                    os.unlink(e.path)
                 removed.append(Path(e.path))
             except OSError:
                 pass
     if removed:
-        log.info(
-            "removed %d stale temp file(s) of an interrupted run in %s",
-            len(removed),
-            folder,
-        )
+        log.info("removed %d stale temp file(s) of an interrupted run in %s", len(removed), folder)
     return removed
 
 
@@ -196,7 +344,8 @@ class OutputSet:
     umask's permissions); :meth:`commit` then gives every file its final name, exclusively unless ``overwrite`` (a
     file that appeared meanwhile, e.g. from a concurrent run, is refused rather than replaced). Any failure, an
     exception or a signal (SIGINT, and SIGTERM through the CLI) removes the temp files and the files this set had
-    already renamed. Stale temp files of killed runs are swept from the folders written to.
+    already renamed. Stale temp files of killed runs are swept from the folders written to. (One file on its own,
+    without the fsync and the sweep: :func:`atomic_write`.)
 
     Use as a context manager (commits on success)::
 
@@ -236,13 +385,9 @@ class OutputSet:
         if parent not in self._swept:
             self._swept.add(parent)
             sweep_stale_temps(parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=parent)
-        try:
-            os.fchmod(fd, _file_mode())
-        finally:
-            os.close(fd)
-        self._staged.append((Path(tmp), final))
-        return Path(tmp)
+        tmp = _new_temp(final)
+        self._staged.append((tmp, final))
+        return tmp
 
     def write_bytes(self, final: str | os.PathLike, data: bytes | memoryview) -> Path:
         """Write ``data`` for ``final``; write errors (disk full, quota) raise instead of leaving a short file."""
@@ -264,11 +409,7 @@ class OutputSet:
 
     def discard(self) -> None:
         """Remove every temp file not yet committed."""
-        for tmp, _ in self._staged:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+        _remove(tmp for tmp, _ in self._staged)
         self._staged.clear()
         for d in sorted(set(self._made_dirs), key=lambda p: len(p.parts), reverse=True):  # deepest first: the
             # folders this set created, if nothing else was put there
@@ -283,35 +424,9 @@ class OutputSet:
         created: list[Path] = []
         try:
             for tmp, final in self._staged:
-                if self.overwrite:
-                    if final.is_dir():
-                        raise StackMFFError(f"output {final} is a folder; give a file name")
-                    existed = final.exists()
-                    os.replace(tmp, final)
-                    if not existed:
-                        created.append(final)
-                    continue
-                try:
-                    os.link(tmp, final)  # fails if the name exists: exclusive creation
-                except FileExistsError:
-                    raise StackMFFError(
-                        f"output {final} appeared while this run was working (another run?); "
-                        "pass --overwrite to replace it or choose another name"
-                    ) from None
-                except OSError:  # a file system without hard links: claim the name, then rename onto it
-                    fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    os.close(fd)
-                    created.append(final)
-                    os.replace(tmp, final)
-                    continue
-                created.append(final)
-                tmp.unlink()
+                _publish(tmp, final, overwrite=self.overwrite, created=created)
         except BaseException:
-            for f in created:
-                try:
-                    f.unlink(missing_ok=True)
-                except OSError:
-                    pass
+            _remove(created)
             self.discard()
             raise
         done = [final for _, final in self._staged]
