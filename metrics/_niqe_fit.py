@@ -9,14 +9,14 @@ the mean and covariance of their 36 features.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import skimage
 import torch
 from skimage import data
+
+from stackmff.io import atomic_write
 
 from .functional.color import rgb_to_gray
 from .niqe import PRISTINE_MODEL, niqe_features
@@ -44,13 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, default=PRISTINE_MODEL, help="where to write the model")
     args = parser.parse_args(argv)
     model = fit()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=args.output.parent)
-    os.close(fd)
-    with open(tmp, "wb") as fh:
+    with atomic_write(args.output, overwrite=True) as fh:
         np.savez(fh, **model, images=np.array(IMAGES), skimage_version=np.array(skimage.__version__))
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, args.output)
     print(f"wrote {args.output}: {int(model['n_patches'])} patches from {len(IMAGES)} images")
     return 0
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import zlib
@@ -47,6 +46,7 @@ from stackmff.data.datasets import ProceduralStacks
 from stackmff.data.procedural import load_rgbd_samples
 from stackmff.data.synthesis import SynthStack, inject_invalid_layers, synthesize_physical
 from stackmff.fusion import get_fusion_method, list_methods
+from stackmff.io import atomic_write
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 INVALID = ("blurred", "duplicate", "noisy", "exposure")
@@ -166,10 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             }
     out = {"weights": args.weights, "summary": summary, "rows": rows}
     if args.json:
-        dst = Path(args.json)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        tmp.write_text(json.dumps(out, indent=1) + "\n")
-        os.replace(tmp, dst)
+        with atomic_write(args.json, mode="w", overwrite=True) as f:
+            f.write(json.dumps(out, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import cv2
 import numpy as np
 
 from stackmff.align import align_stack
-from stackmff.io import load_stack
+from stackmff.io import atomic_write, load_stack
 
 
 def _median_seconds(reps: int, images: np.ndarray, **options) -> float:
@@ -122,13 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = measure(args.stacks, args.modes, args.reps, args.fusion)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.json.parent, suffix=".json")
-        with os.fdopen(fd, "w") as f:
+        with atomic_write(args.json, mode="w", overwrite=True) as f:
             json.dump(
                 {"cpu_count": os.cpu_count(), "opencv_threads": cv2.getNumThreads(), "results": rows}, f, indent=2
             )
-        os.replace(tmp, args.json)
     return 0
 
 

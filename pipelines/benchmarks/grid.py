@@ -45,6 +45,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stackmff.io import atomic_write
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_IMAGE = ROOT / "data" / "samples" / "pcb" / "00.jpg"
 
@@ -346,10 +348,8 @@ def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 # ------------------------------------------------------------------------------------------------ main
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path, mode="w", overwrite=True) as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

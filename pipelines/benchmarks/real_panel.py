@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from metrics import block_sharpness
 from stackmff.align import align_stack
 from stackmff.color import luma
 from stackmff.fusion import get_fusion_method
-from stackmff.io import load_image, load_stack, save_image
+from stackmff.io import atomic_write, load_image, load_stack, save_image
 from stackmff.peers import get_peer
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -240,11 +239,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(out: Path, rows: list[dict]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     for fname, text in (("panel.json", json.dumps(rows, indent=1) + "\n"), ("panel.md", to_markdown(rows))):
-        tmp = out / f".{fname}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / fname)
+        with atomic_write(out / fname, mode="w", overwrite=True) as f:
+            f.write(text)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ from stackmff.data.synthesis import synthesize_physical
 from stackmff.fusion import get_fusion_method, list_methods
 from stackmff.fusion._common import gather
 from stackmff.fusion.focus_measure import focus_measure
+from stackmff.io import atomic_write
 from stackmff.models.inference import load_model, predict_logits, pyramid_blend
 from stackmff.models.stackmff_v3 import fold_batchnorm
 
@@ -197,11 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         out = {"seed": args.seed, **evaluate(sets, methods, args.weights)}
     if args.json:
-        dst = Path(args.json)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        tmp.write_text(json.dumps(out, indent=1) + "\n")
-        os.replace(tmp, dst)
+        with atomic_write(args.json, mode="w", overwrite=True) as f:
+            f.write(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out.get("summary", out.get("tune")), indent=1))
     return 0
 

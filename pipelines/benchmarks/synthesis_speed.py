@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 from stackmff.data.preview import save_contact_sheet
 from stackmff.data.procedural import make_scene, texture_bank
 from stackmff.data.synthesis import inject_invalid_layers, shuffle_layers, synthesize_physical, synthesize_upstream
+from stackmff.io import atomic_write
 
 
 def _one(size: int, n: int, mode: str, seed: int) -> tuple[float, float]:
@@ -102,11 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = measure(args.sizes, args.layers, args.modes, args.min_time)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.json.parent, suffix=".json")
-        with os.fdopen(fd, "w") as f:
+        with atomic_write(args.json, mode="w", overwrite=True) as f:
             json.dump({"threads": os.cpu_count(), "results": rows}, f, indent=2)
-        os.replace(tmp, args.json)
     if args.sheet:
         sheet(args.sheet)
         print(f"contact sheet: {args.sheet}")

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 from stackmff.color import luma
+from stackmff.io import atomic_write
 from stackmff.models._reference import UpstreamStyleV3
 from stackmff.models.inference import fuse_stack_v3, load_model
 from stackmff.models.registry import create_model
@@ -505,11 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         print("openfocus", out["openfocus"], file=sys.stderr)
     text = json.dumps(out, indent=2)
     if args.json:
-        dst = Path(args.json)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, dst)
+        with atomic_write(args.json, mode="w", overwrite=True) as f:
+            f.write(text + "\n")
     print(text)
     return 0
 

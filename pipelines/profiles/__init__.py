@@ -18,7 +18,6 @@ import io
 import os
 import re
 import shlex
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import yaml
 
 from pipelines.config import SECTIONS, build
 from stackmff.errors import StackMFFError
+from stackmff.io import atomic_write
 
 __all__ = ["PROFILES_DIR", "apply_profile", "available_profiles", "dvc_set_args", "load_profile"]
 
@@ -177,14 +177,8 @@ def apply_profile(
     if yaml.safe_load(buf.getvalue()) != plain:  # the comment-keeping update must mean exactly the replacement
         raise StackMFFError(f"internal error: {params} with the profile does not read back as written; report it")
     target = Path(out) if out is not None else params
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(target, mode="w", overwrite=True) as f:
+        f.write(buf.getvalue())
     return target
 
 

@@ -8,12 +8,12 @@ import logging
 import os
 import resource
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from stackmff.errors import StackMFFError
+from stackmff.io import atomic_write
 
 __all__ = ["PeakMemory", "parser", "read_json", "run_main", "write_json"]
 
@@ -44,16 +44,9 @@ def run_main(fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, mode="w", overwrite=True) as f:
+        json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+        f.write("\n")
     return path
 
 

@@ -21,7 +21,6 @@ Usage (from ``dvc.yaml``)::
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ import pandas as pd
 from pipelines.config import ReportParams, load_params
 from pipelines.stages._common import parser, read_json, run_main, write_json
 from stackmff.errors import StackMFFError
-from stackmff.io import IMAGE_EXTENSIONS, find_stack_scenes, natural_key
+from stackmff.io import IMAGE_EXTENSIONS, atomic_folder, find_stack_scenes, natural_key
 from stackmff.report import (
     SceneView,
     build_html,
@@ -67,14 +66,10 @@ def _primary(params: ReportParams, dataset: str, available: Sequence[str]) -> st
 
 def _write_headline(head: dict, folder: Path) -> None:
     """One JSON per dataset and method under ``folder`` (replaced as a whole: no file of a removed method stays)."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for dataset, methods in head.items():
-        for method, values in methods.items():
-            write_json(tmp / dataset / f"{method}.json", values)
-    tmp.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    with atomic_folder(folder, overwrite=True) as tmp:
+        for dataset, methods in head.items():
+            for method, values in methods.items():
+                write_json(tmp / dataset / f"{method}.json", values)
 
 
 def _write_plot_data(head: dict, tidy: pd.DataFrame, reference: str, folder: Path) -> dict[str, pd.DataFrame]:

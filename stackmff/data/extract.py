@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
@@ -32,8 +31,9 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from ..errors import StackMFFError
 from .._checks import check_choice
+from ..errors import StackMFFError
+from ..io import atomic_write
 
 __all__ = ["DATASETS", "extract_dataset", "is_uniform_background"]
 
@@ -89,14 +89,6 @@ def _iter_members(src: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
         raise StackMFFError(f"{src} is not a folder, zip or tar archive; pass the official download")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _encode(path: Path, rgb: np.ndarray, quality: int = 95) -> None:
     ext = path.suffix.lower()
     img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
@@ -104,7 +96,8 @@ def _encode(path: Path, rgb: np.ndarray, quality: int = 95) -> None:
     ok, buf = cv2.imencode(ext, img, params)
     if not ok:  # pragma: no cover
         raise StackMFFError(f"cannot encode {path}")
-    _write_atomic(path, buf.tobytes())
+    with atomic_write(path, overwrite=True) as f:
+        f.write(buf.tobytes())
 
 
 def _decode(data: bytes) -> np.ndarray | None:
@@ -140,7 +133,8 @@ def _copy_matching(src: Path, out: Path, keep: Callable[[PurePosixPath], bool], 
                 if rgb is None or is_uniform_background(rgb):
                     rejected += 1
                     continue
-            _write_atomic(dst, data)
+            with atomic_write(dst, overwrite=True) as f:
+                f.write(data)
             written += 1
     return {"written": written, "skipped": skipped, "rejected": rejected}
 

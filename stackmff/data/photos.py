@@ -27,7 +27,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import cv2
 import numpy as np
 
 from ..errors import StackMFFError
+from ..io import atomic_folder
 from .procedural import RGBDScene, _fit_disparity, _oriented_crop, _shape_mask
 
 __all__ = ["PHOTO_SOURCES", "collect_photos", "load_photo_bank", "make_photo_scene"]
@@ -180,10 +180,8 @@ def collect_photos(
     for name, (folder, *_) in (folders or {}).items():
         if not Path(folder).is_dir():
             raise StackMFFError(f"photo folder {folder} ({name}) not found; install it or remove it from the list")
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     items = []
-    try:
+    with atomic_folder(out, overwrite=True) as tmp:  # (an existing `out` was refused above unless overwrite)
         streams = [(s, _builtin(s)) for s in sources]
         streams += [
             (n, _folder(Path(v[0]), v[1], tuple(v[2]) if len(v) > 2 else ())) for n, v in (folders or {}).items()
@@ -223,11 +221,6 @@ def collect_photos(
         ]
         lines += [f"| {it['file']} | {it['licence']} |" for it in items]
         (tmp / "LICENSES.md").write_text("\n".join(lines) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 

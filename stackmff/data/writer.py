@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -25,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StackMFFError
 from .._checks import check_choice
-from ..io import IMAGE_EXTENSIONS, load_image, natural_key, save_image
+from ..errors import StackMFFError
+from ..io import IMAGE_EXTENSIONS, atomic_folder, atomic_write, load_image, natural_key, save_image
 from .procedural import make_scene
 from .synthesis import INVALID_KINDS, inject_invalid_layers, shuffle_layers, synthesize_physical, synthesize_upstream
 
@@ -160,24 +158,13 @@ def _make_one(task: tuple) -> tuple[str, int]:
         st = inject_invalid_layers(st, rng, kinds=cfg.invalid_kinds, max_count=cfg.max_invalid)
 
     stack_dir = split_dir / "focus_stack" / name
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=stack_dir.parent))
-    try:
+    with atomic_folder(stack_dir, overwrite=True) as tmp_dir:  # replaces a partial scene of an interrupted run
         for k in range(st.n):
             save_image(tmp_dir / f"{k}{cfg.ext}", st.layers[k], quality=cfg.quality)
-        if stack_dir.exists():  # a partial scene from an interrupted run
-            shutil.rmtree(stack_dir)
-        os.replace(tmp_dir, stack_dir)
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
     save_image(split_dir / "AiF" / f"{name}{cfg.ext}", st.aif, overwrite=True, quality=cfg.quality)
     save_image(split_dir / "depth" / f"{name}.png", st.disparity, bit_depth=16, overwrite=True)
-    gt_dir = split_dir / "focus_index_gt"
-    gt_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".npy", dir=gt_dir)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_write(split_dir / "focus_index_gt" / f"{name}.npy", overwrite=True) as f:
         np.save(f, st.index.astype(np.int64))
-    os.replace(tmp, gt_dir / f"{name}.npy")
     return name, st.n
 
 

@@ -8,7 +8,6 @@ returns its path, or None when the data cannot make the plot (e.g. no runtimes f
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,20 +19,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..io import atomic_write
+
 __all__ = ["plot_metric_bars", "plot_paired_differences", "plot_quality_vs_n", "plot_quality_vs_runtime"]
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_write(path, mode=None, overwrite=True) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # the temp name has no .png to go by
     finally:
         plt.close(fig)
     return path

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StackMFFError
+from ..io import atomic_write
 
 __all__ = [
     "RUN_COLUMNS",
@@ -69,15 +69,8 @@ def check_tidy(df: pd.DataFrame, name: str = "metrics") -> None:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` atomically (temp file in the same folder, then rename); creates the folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, mode="w", overwrite=True) as f:
+        f.write(text)
     return path
 
 

@@ -287,7 +287,7 @@ def test_load_stack_peak_memory_is_about_one_float_stack(tmp_path):
 
 
 def test_stack_larger_than_available_memory_is_refused_in_one_line(tmp_path, monkeypatch):
-    import stackmff.io as sio
+    import stackmff.io.stack as sio
 
     folder = _noise_stack(tmp_path / "s", n=3, h=40, w=50)
     monkeypatch.setattr(sio, "_available_memory", lambda: 10_000)  # bytes
