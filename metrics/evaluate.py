@@ -208,21 +208,20 @@ def _register(moving: np.ndarray, fixed: np.ndarray) -> np.ndarray:
     This is the upstream StackMFF evaluation's fallback for fused results whose size differs from the ground truth.
     """
 
+    from stackmff.align import orb_transform
+
     def gray8(x: np.ndarray) -> np.ndarray:
         return np.rint(luma(x) * 255).astype(np.uint8)
 
-    orb = cv2.ORB_create(5000)
-    k1, d1 = orb.detectAndCompute(gray8(moving), None)
-    k2, d2 = orb.detectAndCompute(gray8(fixed), None)
-    if d1 is None or d2 is None or len(k1) < 10 or len(k2) < 10:
-        raise StackMFFError("cannot register the fused image to the sources: too few ORB features; fuse at full size")
-    matches = sorted(cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(d1, d2), key=lambda m: m.distance)
-    matches = matches[: max(10, len(matches) // 2)]
-    src = np.float32([k1[m.queryIdx].pt for m in matches]).reshape(-1, 1, 2)
-    dst = np.float32([k2[m.trainIdx].pt for m in matches]).reshape(-1, 1, 2)
-    hmat, _ = cv2.findHomography(src, dst, cv2.RANSAC, 3.0)
-    if hmat is None or len(matches) < 10:
-        raise StackMFFError("cannot register the fused image to the sources: no homography found; fuse at full size")
+    # the best half of the matches (at least 10), no inlier count: the upstream evaluation's settings
+    hmat = orb_transform(
+        gray8(moving), gray8(fixed), n_features=5000, min_keypoints=10, best_share=0.5, min_matches=10, min_inliers=0
+    )
+    if hmat is None:
+        raise StackMFFError(
+            "cannot register the fused image to the sources: too few ORB features or no homography found; "
+            "fuse at full size"
+        )
     h, w = fixed.shape[-2:]
     warped = cv2.warpPerspective(
         moving.transpose(1, 2, 0), hmat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT

@@ -151,7 +151,7 @@ def test_fill_frame_keeps_reference_frame():
 
 
 def test_coverage_matches_per_pixel_mapping():
-    from stackmff.align import _coverage
+    from stackmff.align.warp import _coverage
 
     rng = np.random.default_rng(0)
     h, w = 37, 53
@@ -487,7 +487,7 @@ def test_default_fuse_on_registered_stack_is_bit_identical_to_align_none(tmp_pat
 
 
 def test_similarity_projection_keeps_the_image_centre():
-    from stackmff.align import _project
+    from stackmff.align.transforms import _project
 
     shear = np.array([[1.004, 0.003, 2.0], [-0.002, 0.998, -1.0], [0, 0, 1.0]])
     c = np.array([319.5, 179.5, 1.0])
