@@ -236,6 +236,40 @@ def test_failed_layer_warned_and_dropped(caplog):
     assert dropped.summary()["dropped"] == [4]
 
 
+# -- ORB features + RANSAC (second initialisation; metrics.evaluate's registration) ---------------------------------
+
+
+def _textured_u8(seed: int = 0, shape: tuple[int, int] = (240, 320)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (cv2.GaussianBlur(rng.random(shape), (0, 0), 2) * 2000 % 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("model", ["similarity", "affine", "homography"])
+def test_orb_transform_recovers_a_known_transform(model):
+    from stackmff.align import orb_transform
+
+    src = _textured_u8()
+    truth = similarity(1.02, 2.0, 4.0, -3.0, (159.5, 119.5))
+    dst = cv2.warpPerspective(src, truth, (320, 240), flags=cv2.INTER_LINEAR)  # dst(truth @ x) = src(x)
+    m = orb_transform(src, dst, model=model)
+    assert m is not None and m.shape == (3, 3)
+    corners = np.array([[20, 20, 1], [300, 20, 1], [20, 220, 1], [300, 220, 1.0]]).T
+    got, want = m @ corners, truth @ corners
+    np.testing.assert_allclose(got[:2] / got[2], want[:2] / want[2], atol=1.0)
+
+
+def test_orb_transform_too_little_gives_none_and_bad_model_raises():
+    from stackmff.align import orb_transform
+
+    flat = np.full((120, 160), 128, np.uint8)
+    assert orb_transform(flat, flat) is None  # no keypoints
+    src = _textured_u8(1)
+    assert orb_transform(src, src, min_matches=100_000) is None
+    assert orb_transform(src, src, best_share=0.5, min_matches=100_000) is None
+    with pytest.raises(StackMFFError, match="feature model"):
+        orb_transform(src, src, model="translation")
+
+
 # -- transforms files -------------------------------------------------------------------------------------------
 
 
