@@ -29,16 +29,9 @@ from torch.utils.data import Dataset, Sampler
 from ..errors import StackMFFError
 from .._checks import check_choice
 from ..io import natural_key
+from .augment import INVALID_KINDS, inject_invalid_layers, jpeg_layers, shuffle_layers
 from .procedural import make_scene
-from .synthesis import (
-    INVALID_KINDS,
-    SynthStack,
-    inject_invalid_layers,
-    jpeg_layers,
-    shuffle_layers,
-    synthesize_physical,
-    synthesize_upstream,
-)
+from .synthesis import SynthStack, synthesize_physical, synthesize_upstream
 
 __all__ = ["EqualNBatchSampler", "FolderStacks", "ProceduralStacks", "collate_stacks", "find_upstream_scenes"]
 
