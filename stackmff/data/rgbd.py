@@ -6,6 +6,10 @@ disparity; :func:`load_rgbd_samples` reads measured ones (Middlebury 2005/2006 d
 TUM and ICL-NUIM frames that Open3D shipped), inverts metric depth, normalises the disparity per scene and fills the
 sensor's holes.
 
+Images go through the project's reader (:func:`stackmff.io.load_image`); depth files through
+:func:`stackmff.io.read_image_file`, whose integers are the stored values (a depth file is data, not intensities),
+except the raw Kinect PGM of NYU, parsed here because its raw counts must not be rescaled to the file's ``maxval``.
+
 Shapes: ``image`` is ``(3, H, W)`` float32 RGB in [0, 1]; ``disparity`` is ``(H, W)`` float32 in [0, 1], larger =
 nearer (disparity ~ 1 / depth).
 """
@@ -20,6 +24,7 @@ import cv2
 import numpy as np
 
 from ..errors import StackMFFError
+from ..io import load_image, read_image_file
 
 __all__ = ["RGBDScene", "load_rgbd_samples"]
 
@@ -65,25 +70,24 @@ def _normalise_disparity(disp: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    from ..io import load_image
-
+    """``(3, H, W)`` float32 in [0, 1]; a grey image is repeated to three channels."""
     img, _ = load_image(path)
-    if img.shape[0] == 1:
-        img = np.repeat(img, 3, axis=0)
-    return img.astype(np.float32)
+    return np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img
 
 
-def _read_u16(path: Path) -> np.ndarray:
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise StackMFFError(f"cannot read depth file {path}; check that it is a valid PNG/PGM")
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    return arr
+def _read_depth(path: Path) -> np.ndarray:
+    """The stored integers of a depth or disparity file ``(H, W)`` (uint8/uint16; the first channel of a colour
+    file, e.g. Middlebury's grey-as-RGB PNG)."""
+    arr = read_image_file(path)[0][0]
+    return arr[..., 0] if arr.ndim == 3 else arr
 
 
-def _read_pgm16(path: Path) -> np.ndarray:
-    """Read a binary 16-bit PGM as the format defines it (big-endian)."""
+def _read_pgm_raw(path: Path) -> np.ndarray:
+    """Read a binary PGM's raw values as the format defines them (big-endian when 16-bit).
+
+    Not :func:`_read_depth`: Pillow rescales a PGM whose ``maxval`` is not 255 or 65535 to the full range, and a raw
+    Kinect frame may declare its 11-bit range. Other PGM flavours (ASCII ``P2``) go through :func:`_read_depth`.
+    """
     data = path.read_bytes()
     fields: list[bytes] = []
     pos = 0
@@ -99,14 +103,16 @@ def _read_pgm16(path: Path) -> np.ndarray:
         fields.append(data[pos:end])
         pos = end
     w, h, maxval = int(fields[1]), int(fields[2]), int(fields[3])
-    if fields[0] != b"P5" or maxval < 256:
-        return _read_u16(path)
+    if fields[0] != b"P5":
+        return _read_depth(path)
+    if maxval < 256:
+        return np.frombuffer(data, dtype=np.uint8, count=w * h, offset=pos + 1).reshape(h, w).copy()
     return np.frombuffer(data, dtype=">u2", count=w * h, offset=pos + 1).reshape(h, w).astype(np.uint16)
 
 
 def _middlebury(scene_dir: Path) -> RGBDScene:
     image = _read_rgb(scene_dir / "image.png")
-    raw = _read_u16(scene_dir / "disparity_gt.png").astype(np.float32)
+    raw = _read_depth(scene_dir / "disparity_gt.png").astype(np.float32)
     valid = raw > 0  # 0 = unknown / occluded
     return RGBDScene(
         image, _normalise_disparity(raw, valid), valid, f"middlebury/{scene_dir.name}", {"source": "middlebury"}
@@ -119,7 +125,7 @@ def _open3d(scene_dir: Path, include_unregistered: bool) -> RGBDScene | None:
         if not include_unregistered:
             return None
         image = _read_rgb(scene_dir / "image.ppm")
-        raw = _read_pgm16(scene_dir / "depth_raw.pgm")
+        raw = _read_pgm_raw(scene_dir / "depth_raw.pgm")
         if np.median(raw) > 2047:  # Kinect raw values are 11-bit; this file was written little-endian
             raw = raw.byteswap()
         raw = raw.astype(np.float64)
@@ -128,20 +134,20 @@ def _open3d(scene_dir: Path, include_unregistered: bool) -> RGBDScene | None:
         depth = np.where(valid, 351.3 / np.maximum(1092.5 - raw, 1e-3), 0.0)
     elif name == "sun":
         image = _read_rgb(scene_dir / "image.jpg")
-        raw = _read_u16(scene_dir / "depth.png").astype(np.uint16)
+        raw = _read_depth(scene_dir / "depth.png").astype(np.uint16)
         # SUN RGB-D stores millimetres circularly shifted by 3 bits
         depth = ((raw >> 3) | (raw << 13)).astype(np.float64) / 1000.0
         valid = (raw > 0) & (depth < 20.0)
     elif name == "tum":
         image = _read_rgb(scene_dir / "image.png")
-        raw = _read_u16(scene_dir / "depth.png").astype(np.float64)
+        raw = _read_depth(scene_dir / "depth.png").astype(np.float64)
         depth, valid = raw / 5000.0, raw > 0
     else:
         img_path = next((p for p in (scene_dir / "image.jpg", scene_dir / "image.png") if p.exists()), None)
         if img_path is None or not (scene_dir / "depth.png").exists():
             return None
         image = _read_rgb(img_path)
-        raw = _read_u16(scene_dir / "depth.png").astype(np.float64)
+        raw = _read_depth(scene_dir / "depth.png").astype(np.float64)
         depth, valid = raw / 1000.0, raw > 0
     if not valid.any():
         return None

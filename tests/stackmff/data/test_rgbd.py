@@ -73,3 +73,13 @@ def test_raw_kinect_pgm_keeps_its_counts_and_grey_images_become_rgb(tmp_path):
     np.testing.assert_array_equal(np.rint(s.image[0] * 255), grey)
     np.testing.assert_array_equal(s.image[0], s.image[2])
     assert s.disparity[5, 2] == 1.0 and s.disparity[5, 12] == 0.0 and not s.valid[0, 0]
+
+
+def test_raw_pgm_reader_keeps_8_bit_counts(tmp_path):
+    from stackmff.data.rgbd import _read_pgm_raw
+
+    raw = np.array([[0, 7, 100, 200]], np.uint8)
+    (tmp_path / "d.pgm").write_bytes(b"P5 4 1\n# maxval below 255: Pillow would stretch it\n200\n" + raw.tobytes())
+    out = _read_pgm_raw(tmp_path / "d.pgm")
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, raw)
