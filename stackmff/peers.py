@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StackMFFError
-from .io import IMAGE_EXTENSIONS, from_uint, load_image, natural_key, read_image_file, save_image
+from .io import IMAGE_EXTENSIONS, load_image, natural_key, save_image
 
 __all__ = [
     "ExternalTool",
@@ -166,7 +166,7 @@ class ExternalTool:
             peak_kb = max(peak_kb, self._run(_expand(self.command, tokens, layer_files, aligned), workdir))
             if not output.is_file():
                 raise StackMFFError(f"{self.name} finished but wrote no {output.name}; check the adapter's command")
-            image, bits = _read_output(output)
+            image, bits = load_image(output)  # an alpha channel (enfuse writes one) is dropped
         seconds = time.perf_counter() - t0
         return PeerRun(
             image=image, seconds=seconds, peak_mb=peak_kb / 1024.0 if peak_kb else float("nan"), bit_depth=bits
@@ -185,13 +185,6 @@ class ExternalTool:
         if status != 0:
             raise StackMFFError(f"{self.name} failed (exit {status}): {tail or 'no output'}")
         return peak_kb
-
-
-def _read_output(path: Path) -> tuple[np.ndarray, int]:
-    """Read a tool's output as ``(C, H, W)`` float32; its alpha channel (enfuse writes one) is dropped silently."""
-    arrays, _ = read_image_file(path)
-    img, bits = from_uint(arrays[0])
-    return (img[None] if img.ndim == 2 else img.transpose(2, 0, 1)).copy(), bits
 
 
 def _wait(proc: subprocess.Popen, timeout_s: float) -> tuple[int | None, float]:

@@ -42,9 +42,10 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from stackmff.data.augment import inject_invalid_layers
 from stackmff.data.datasets import ProceduralStacks
-from stackmff.data.procedural import load_rgbd_samples
-from stackmff.data.synthesis import SynthStack, inject_invalid_layers, synthesize_physical
+from stackmff.data.rgbd import load_rgbd_samples
+from stackmff.data.synthesis import SynthStack, synthesize_physical
 from stackmff.fusion import get_fusion_method, list_methods
 from stackmff.io import atomic_write
 

@@ -27,8 +27,9 @@ import cv2
 import numpy as np
 
 from stackmff.align import align_stack
+from stackmff.data.augment import inject_invalid_layers, shuffle_layers
 from stackmff.data.procedural import make_scene
-from stackmff.data.synthesis import inject_invalid_layers, shuffle_layers, synthesize_physical
+from stackmff.data.synthesis import synthesize_physical
 from stackmff.fusion import get_fusion_method
 
 MARGIN = 24

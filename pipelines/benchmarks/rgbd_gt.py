@@ -1,7 +1,7 @@
 """V3's colour rules against the classical methods on RGB-D renders with a known all-in-focus image: stacks and pairs.
 
 The real RGB-D scenes of ``../shared/data`` (Middlebury 2005/2006 and Open3D's registered TUM/SUN/ICL frames, see
-:func:`stackmff.data.procedural.load_rgbd_samples`) are rendered through the physical thin-lens synthesis
+:func:`stackmff.data.rgbd.load_rgbd_samples`) are rendered through the physical thin-lens synthesis
 (:func:`stackmff.data.synthesis.synthesize_physical`) into
 
 - ``stacks``: registered focal stacks of N = 8 or 10 layers (alternating over the scenes);
@@ -40,7 +40,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from stackmff.color import luma
-from stackmff.data.procedural import load_rgbd_samples
+from stackmff.data.rgbd import load_rgbd_samples
 from stackmff.data.synthesis import synthesize_physical
 from stackmff.fusion import get_fusion_method, list_methods
 from stackmff.fusion._common import gather

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from stackmff.data.augment import inject_invalid_layers, shuffle_layers
 from stackmff.data.preview import save_contact_sheet
 from stackmff.data.procedural import make_scene, texture_bank
-from stackmff.data.synthesis import inject_invalid_layers, shuffle_layers, synthesize_physical, synthesize_upstream
+from stackmff.data.synthesis import synthesize_physical, synthesize_upstream
 from stackmff.io import atomic_write
 
 

@@ -360,8 +360,8 @@ def openfocus_compare(args: argparse.Namespace) -> dict:
     import cv2
     from skimage.metrics import peak_signal_noise_ratio
 
+    from stackmff.data.augment import inject_invalid_layers
     from stackmff.data.datasets import ProceduralStacks
-    from stackmff.data.synthesis import inject_invalid_layers
 
     ds = ProceduralStacks(
         1,

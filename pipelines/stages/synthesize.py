@@ -93,7 +93,8 @@ def synthesize_split(
     params: SplitParams, base: BaseParams, split: str, depth_root: Path, out: Path, photos: Path | None = None
 ) -> dict:
     """Write one split; returns ``{dataset: {"scenes": k, "layers": [...]}}``."""
-    from stackmff.data.synthesis import inject_invalid_layers, shuffle_layers, synthesize_physical, synthesize_upstream
+    from stackmff.data.augment import inject_invalid_layers, shuffle_layers
+    from stackmff.data.synthesis import synthesize_physical, synthesize_upstream
 
     if split not in SPLITS:
         raise StackMFFError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")

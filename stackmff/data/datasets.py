@@ -21,24 +21,16 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import StackMFFError
 from .._checks import check_choice
-from ..io import natural_key
+from ..io import from_uint, natural_key, read_image_file
+from .augment import INVALID_KINDS, inject_invalid_layers, jpeg_layers, shuffle_layers
 from .procedural import make_scene
-from .synthesis import (
-    INVALID_KINDS,
-    SynthStack,
-    inject_invalid_layers,
-    jpeg_layers,
-    shuffle_layers,
-    synthesize_physical,
-    synthesize_upstream,
-)
+from .synthesis import SynthStack, synthesize_physical, synthesize_upstream
 
 __all__ = ["EqualNBatchSampler", "FolderStacks", "ProceduralStacks", "collate_stacks", "find_upstream_scenes"]
 
@@ -264,10 +256,10 @@ def find_upstream_scenes(
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    arr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if arr is None:
-        raise StackMFFError(f"cannot read {path}; the file is missing or corrupt, re-create the dataset")
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    """The stored pixels ``(H, W, 3)``, RGB (uint8/uint16 as decoded by :func:`stackmff.io.read_image_file`; a grey
+    image broadcast to three channels). Converted to float after the crop: a whole float image costs time."""
+    arr = read_image_file(path)[0][0]
+    return arr if arr.ndim == 3 else np.broadcast_to(arr[..., None], (*arr.shape, 3))
 
 
 class FolderStacks(_EpochMixin, Dataset):
@@ -347,8 +339,11 @@ class FolderStacks(_EpochMixin, Dataset):
                 raise StackMFFError(f"{scene}: image size {a.shape[:2]} differs from the GT map {(h, w)}")
             return a[y0 : y0 + ch, x0 : x0 + cw]
 
-        layers = np.stack([crop(_read_rgb(p)) for p in files])  # (N, h, w, 3) uint8
-        aif = crop(_read_rgb(aif_path)) if aif_path is not None else None
+        def load(path: Path) -> np.ndarray:
+            return from_uint(crop(_read_rgb(path)))[0]
+
+        layers = np.stack([load(p) for p in files])  # (N, h, w, 3) float32 in [0, 1]
+        aif = load(aif_path) if aif_path is not None else None
         idx = crop(index_map)
         if aif is None:  # no AiF file: gather it from the GT map
             aif = np.take_along_axis(layers, idx[None, ..., None], 0)[0]
@@ -364,9 +359,9 @@ class FolderStacks(_EpochMixin, Dataset):
             if rng.random() < 0.5:
                 layers, aif, idx = layers[:, ::-1], aif[::-1], idx[::-1]
         stack = SynthStack(
-            layers=np.ascontiguousarray(layers.transpose(0, 3, 1, 2)).astype(np.float32) / np.float32(255.0),
+            layers=np.ascontiguousarray(layers.transpose(0, 3, 1, 2)),
             index=np.ascontiguousarray(idx),
-            aif=np.ascontiguousarray(aif.transpose(2, 0, 1)).astype(np.float32) / np.float32(255.0),
+            aif=np.ascontiguousarray(aif.transpose(2, 0, 1)),
             focus=np.arange(len(files), dtype=np.float32),
         )
         if self.shuffle:

@@ -35,7 +35,8 @@ import numpy as np
 
 from ..errors import StackMFFError
 from ..io import atomic_folder
-from .procedural import RGBDScene, _fit_disparity, _oriented_crop, _shape_mask
+from .procedural import _fit_disparity, _oriented_crop, _shape_mask
+from .rgbd import RGBDScene
 
 __all__ = ["PHOTO_SOURCES", "collect_photos", "load_photo_bank", "make_photo_scene"]
 
@@ -333,7 +334,7 @@ def make_photo_scene(
         min_disparity_range: the disparity is stretched affinely (order and planes kept) to span at least this.
 
     Returns:
-        :class:`~stackmff.data.procedural.RGBDScene` named ``"photos"``.
+        :class:`~stackmff.data.rgbd.RGBDScene` named ``"photos"``.
 
     Examples:
         >>> g = np.random.default_rng(0)

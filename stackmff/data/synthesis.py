@@ -1,4 +1,4 @@
-"""Focal stack synthesis from an all-in-focus image and its depth, and "general" augmentation of stacks.
+"""Focal stack synthesis from an all-in-focus image and its depth.
 
 Two synthesis modes:
 
@@ -12,12 +12,13 @@ Two synthesis modes:
   optional focus breathing (per-layer magnification about the centre) and exposure jitter. GT focus index = the
   layer whose focus disparity is nearest the pixel's disparity.
 
-"General" augmentation (ours): :func:`shuffle_layers` permutes layers and remaps the GT; :func:`inject_invalid_layers`
-inserts layers that must never be chosen (blurred everywhere, duplicated, noisy, exposure-shifted, blank).
+The "general" augmentation of the synthesised stacks (layer shuffling, invalid layers, JPEG round trips) is in
+:mod:`stackmff.data.augment`.
 
 Duplicates: a "duplicate" layer is a bit-exact copy of a valid layer. Of the identical copies, the one that comes
-FIRST in the current layer order is the target (kind ``"valid"``), the later ones are kind ``"duplicate"``. Both
-functions re-establish this rule after changing the order, so it holds for every returned :class:`SynthStack`.
+FIRST in the current layer order is the target (kind ``"valid"``), the later ones are kind ``"duplicate"``.
+:meth:`SynthStack.reordered` re-establishes this rule after changing the order, so it holds for every
+:class:`SynthStack` the augmentation returns.
 
 Shapes: ``layers`` ``(N, 3, H, W)`` float32 in [0, 1], ``index`` ``(H, W)`` int64 in [0, N), ``aif`` ``(3, H, W)``.
 """
@@ -33,21 +34,14 @@ import numpy as np
 
 from ..errors import StackMFFError
 from .._checks import check_shape
-from ..fusion._common import noise_std
 
 __all__ = [
-    "INVALID_KINDS",
     "SynthStack",
     "disc_kernel",
-    "inject_invalid_layers",
-    "jpeg_layers",
-    "shuffle_layers",
     "synthesize_physical",
     "synthesize_upstream",
     "upstream_bins",
 ]
-
-INVALID_KINDS = ("blurred", "duplicate", "noisy", "exposure", "blank")
 
 
 @dataclass
@@ -59,7 +53,7 @@ class SynthStack:
         index: ``(H, W)`` int64, the layer that is in focus at each pixel (never an invalid layer).
         aif: ``(3, H, W)`` float32, the clean all-in-focus image (no noise, no breathing).
         focus: ``(N,)`` float32 focus disparity of each layer (upstream mode: the bin number; NaN for invalid layers).
-        kinds: ``N`` labels, ``"valid"`` or one of :data:`INVALID_KINDS`.
+        kinds: ``N`` labels, ``"valid"`` or one of :data:`stackmff.data.augment.INVALID_KINDS`.
         dup_of: ``(N,)`` int64, for a ``"duplicate"`` layer the position of the valid layer it copies, else -1.
         disparity: ``(H, W)`` float32 in [0, 1] (larger = nearer) when known, for depth-regression targets.
     """
@@ -87,6 +81,47 @@ class SynthStack:
     def valid(self) -> np.ndarray:
         """``(N,)`` bool, true for layers that may be a target."""
         return np.array([k == "valid" for k in self.kinds], dtype=bool)
+
+    def reordered(self, order: np.ndarray) -> SynthStack:
+        """A new stack whose layer j is this stack's layer ``order[j]`` (``order`` is a permutation of ``0..N-1``).
+
+        ``index``, ``focus``, ``kinds`` and ``dup_of`` follow the layers, and duplicates are re-canonicalised: the
+        first of identical copies becomes the target.
+        """
+        inv = np.empty_like(order)
+        inv[order] = np.arange(order.size)
+        dup = self.dup_of[order]
+        dup = np.where(dup >= 0, inv[np.maximum(dup, 0)], -1)
+        out = replace(
+            self,
+            layers=self.layers[order],
+            index=inv[self.index],
+            focus=self.focus[order],
+            kinds=tuple(self.kinds[i] for i in order),
+            dup_of=dup.astype(np.int64),
+        )
+        return _canonical_duplicates(out)
+
+
+def _canonical_duplicates(stack: SynthStack) -> SynthStack:
+    """Make the first of each group of identical copies the valid target and the later ones ``"duplicate"``."""
+    kinds = list(stack.kinds)
+    dup_of = stack.dup_of.copy()
+    index = stack.index
+    focus = stack.focus.copy()
+    roots = {int(dup_of[j]) for j in range(len(kinds)) if kinds[j] == "duplicate"}
+    for root in roots:
+        members = [root] + [j for j in range(len(kinds)) if kinds[j] == "duplicate" and dup_of[j] == root]
+        first = min(members)
+        if first != root:
+            if index is stack.index:
+                index = index.copy()
+            index[index == root] = first
+            kinds[first], kinds[root] = "valid", "duplicate"
+            focus[first], focus[root] = focus[root], np.float32(np.nan)
+        for j in members:
+            dup_of[j] = -1 if j == first else first
+    return replace(stack, kinds=tuple(kinds), dup_of=dup_of, index=index, focus=focus)
 
 
 def _as_rng(rng: int | np.random.Generator | None) -> np.random.Generator:
@@ -174,7 +209,7 @@ def synthesize_upstream(
         focus=np.arange(n_layers, dtype=np.float32),
         disparity=(depth.astype(np.float32) / 255.0),
     )
-    return shuffle_layers(out, _as_rng(rng)) if shuffle else out
+    return out.reordered(_as_rng(rng).permutation(n_layers)) if shuffle else out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -371,181 +406,3 @@ def synthesize_physical(
         focus=f.astype(np.float32),
         disparity=disp.copy(),
     )
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# general augmentation
-
-
-def _canonical_duplicates(stack: SynthStack) -> SynthStack:
-    """Make the first of each group of identical copies the valid target and the later ones ``"duplicate"``."""
-    kinds = list(stack.kinds)
-    dup_of = stack.dup_of.copy()
-    index = stack.index
-    focus = stack.focus.copy()
-    roots = {int(dup_of[j]) for j in range(len(kinds)) if kinds[j] == "duplicate"}
-    for root in roots:
-        members = [root] + [j for j in range(len(kinds)) if kinds[j] == "duplicate" and dup_of[j] == root]
-        first = min(members)
-        if first != root:
-            if index is stack.index:
-                index = index.copy()
-            index[index == root] = first
-            kinds[first], kinds[root] = "valid", "duplicate"
-            focus[first], focus[root] = focus[root], np.float32(np.nan)
-        for j in members:
-            dup_of[j] = -1 if j == first else first
-    return replace(stack, kinds=tuple(kinds), dup_of=dup_of, index=index, focus=focus)
-
-
-def _reorder(stack: SynthStack, order: np.ndarray) -> SynthStack:
-    """New stack whose layer j is the old layer ``order[j]`` (``order`` is a permutation)."""
-    inv = np.empty_like(order)
-    inv[order] = np.arange(order.size)
-    dup = stack.dup_of[order]
-    dup = np.where(dup >= 0, inv[np.maximum(dup, 0)], -1)
-    out = replace(
-        stack,
-        layers=stack.layers[order],
-        index=inv[stack.index],
-        focus=stack.focus[order],
-        kinds=tuple(stack.kinds[i] for i in order),
-        dup_of=dup.astype(np.int64),
-    )
-    return _canonical_duplicates(out)
-
-
-def shuffle_layers(stack: SynthStack, rng: int | np.random.Generator | None = None) -> SynthStack:
-    """Randomly permute the layers; ``index``, ``focus``, ``kinds`` and ``dup_of`` follow.
-
-    Args:
-        stack: the stack to permute (not modified).
-        rng: random source.
-
-    Returns:
-        A new :class:`SynthStack` (duplicates re-canonicalised: the first copy is the target).
-    """
-    rng = _as_rng(rng)
-    return _reorder(stack, rng.permutation(stack.n))
-
-
-def _invalid_layer(kind: str, stack: SynthStack, rng: np.random.Generator) -> np.ndarray:
-    valid_ids = np.flatnonzero(stack.valid)
-    src = stack.layers[int(rng.choice(valid_ids))]
-    _, h, w = src.shape
-    if kind == "blurred":  # defocused everywhere: the AiF behind a large disc, with the stack's noise level
-        r = float(rng.uniform(2.5, max(3.0, min(h, w) / 24)))
-        hwc = np.ascontiguousarray(stack.aif.transpose(1, 2, 0))
-        out = cv2.filter2D(hwc, -1, disc_kernel(r), borderType=cv2.BORDER_REFLECT_101).transpose(2, 0, 1)
-        # the noise of the layer it replaces (measured on it): a missed-focus frame has the sensor's noise, no more
-        out = out + np.float32(noise_std(src)) * rng.standard_normal(out.shape, dtype=np.float32)
-    elif kind == "noisy":
-        out = src + np.float32(rng.uniform(0.06, 0.25)) * rng.standard_normal(src.shape, dtype=np.float32)
-    elif kind == "exposure":
-        gain = np.float32(np.exp(rng.choice([-1, 1]) * rng.uniform(0.6, 1.4)))
-        out = src * gain if rng.random() < 0.6 else np.power(np.clip(src, 0, 1), np.float32(1 / gain))
-        out = out + np.float32(rng.uniform(-0.15, 0.15))
-    elif kind == "blank":
-        level = rng.choice([0.0, 1.0, rng.uniform(0.05, 0.95)])
-        colour = np.full((3, 1, 1), level, np.float32) + rng.uniform(-0.05, 0.05, (3, 1, 1)).astype(np.float32)
-        out = np.broadcast_to(colour, src.shape) + np.float32(0.01) * rng.standard_normal(src.shape, dtype=np.float32)
-    else:  # pragma: no cover - guarded by the caller
-        raise StackMFFError(f"unknown invalid-layer kind {kind!r}; use one of {', '.join(INVALID_KINDS)}.")
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
-
-
-def inject_invalid_layers(
-    stack: SynthStack,
-    rng: int | np.random.Generator | None = None,
-    *,
-    kinds: Sequence[str] = INVALID_KINDS,
-    max_count: int = 2,
-    count: int | None = None,
-) -> SynthStack:
-    """Insert invalid layers at random positions; they are never the GT target.
-
-    Kinds: ``"blurred"`` (the AiF defocused everywhere by a disc of radius >= 2.5 px), ``"duplicate"`` (a bit-exact
-    copy of a valid layer; the first copy in layer order is the target), ``"noisy"`` (a valid layer plus Gaussian
-    noise with std 0.06-0.25), ``"exposure"`` (a valid layer with gain/gamma of exp(+-0.6..1.4) and an offset),
-    ``"blank"`` (a nearly constant frame: black, white or grey).
-
-    Args:
-        stack: the stack to augment (not modified).
-        rng: random source.
-        kinds: kinds to draw from (uniformly).
-        max_count: draw the number of invalid layers from 1..max_count (when ``count`` is None).
-        count: exact number of invalid layers to insert (0 allowed).
-
-    Returns:
-        A new :class:`SynthStack` with ``N + count`` layers; ``index`` remapped to the new positions.
-
-    Raises:
-        StackMFFError: unknown kind or negative count.
-    """
-    rng = _as_rng(rng)
-    kinds = tuple(kinds)
-    for k in kinds:
-        if k not in INVALID_KINDS:
-            raise StackMFFError(f"unknown invalid-layer kind {k!r}; use one of {', '.join(INVALID_KINDS)}.")
-    if count is None:
-        if max_count < 0:
-            raise StackMFFError(f"max_count must be >= 0, got {max_count}.")
-        count = int(rng.integers(1, max_count + 1)) if max_count > 0 and kinds else 0
-    if count < 0:
-        raise StackMFFError(f"count must be >= 0, got {count}.")
-    if count == 0:
-        return stack
-    if not kinds:
-        raise StackMFFError("kinds is empty but count > 0; pass at least one invalid-layer kind.")
-    n = stack.n
-    new_layers, new_kinds, new_dup = [], [], []
-    for _ in range(count):
-        kind = kinds[int(rng.integers(len(kinds)))]
-        if kind == "duplicate":
-            src = int(rng.choice(np.flatnonzero(stack.valid)))
-            new_layers.append(stack.layers[src].copy())
-            new_dup.append(src)
-        else:
-            new_layers.append(_invalid_layer(kind, stack, rng))
-            new_dup.append(-1)
-        new_kinds.append(kind)
-    grown = replace(
-        stack,
-        layers=np.concatenate([stack.layers, np.stack(new_layers)], axis=0),
-        focus=np.concatenate([stack.focus, np.full(count, np.nan, np.float32)]),
-        kinds=tuple(stack.kinds) + tuple(new_kinds),
-        dup_of=np.concatenate([stack.dup_of, np.asarray(new_dup, np.int64)]),
-    )
-    # random insertion positions, original layers keep their relative order
-    slots = np.sort(rng.choice(n + count, size=count, replace=False))
-    order = np.empty(n + count, np.int64)
-    is_new = np.zeros(n + count, bool)
-    is_new[slots] = True
-    order[is_new] = np.arange(n, n + count)
-    order[~is_new] = np.arange(n)
-    return _reorder(grown, order)
-
-
-def jpeg_layers(
-    stack: SynthStack, rng: int | np.random.Generator | None = None, *, quality: tuple[int, int] = (60, 98)
-) -> SynthStack:
-    """Round-trip every layer through 8-bit JPEG (one random quality per stack), as a camera or phone writes them.
-
-    The AiF target stays clean; quantisation to 8 bits comes with it. ``quality`` is an inclusive range in 1..100.
-
-    Returns:
-        A new :class:`SynthStack` (layers replaced; ground truth unchanged).
-    """
-    lo, hi = int(quality[0]), int(quality[1])
-    if not 1 <= lo <= hi <= 100:
-        raise StackMFFError(f"JPEG quality must be a range within 1..100, got {quality}.")
-    q = int(_as_rng(rng).integers(lo, hi + 1))
-    out = np.empty_like(stack.layers)
-    for k in range(stack.n):
-        u8 = np.clip(np.rint(stack.layers[k].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
-        ok, buf = cv2.imencode(".jpg", u8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-        if not ok:  # pragma: no cover
-            raise StackMFFError("OpenCV could not encode a JPEG; reinstall opencv-python-headless")
-        dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
-        out[k] = dec.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
-    return replace(stack, layers=out)

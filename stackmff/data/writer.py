@@ -26,8 +26,9 @@ import numpy as np
 from .._checks import check_choice
 from ..errors import StackMFFError
 from ..io import IMAGE_EXTENSIONS, atomic_folder, atomic_write, load_image, natural_key, save_image
+from .augment import INVALID_KINDS, inject_invalid_layers, shuffle_layers
 from .procedural import make_scene
-from .synthesis import INVALID_KINDS, inject_invalid_layers, shuffle_layers, synthesize_physical, synthesize_upstream
+from .synthesis import synthesize_physical, synthesize_upstream
 
 __all__ = ["SynthesisConfig", "list_image_depth_pairs", "write_stack_dataset"]
 

@@ -481,7 +481,8 @@ def test_file_order_does_not_matter():
 
 
 def test_invalid_layers_never_reference_brightness_or_crop():
-    from stackmff.data.synthesis import SynthStack, inject_invalid_layers
+    from stackmff.data.augment import inject_invalid_layers
+    from stackmff.data.synthesis import SynthStack
 
     layers = _gt_cases()["breathing"][0]
     clean = align_stack(layers)

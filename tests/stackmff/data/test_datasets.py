@@ -135,6 +135,26 @@ def test_folder_stacks_pads_small_images(tmp_path):
     torch.testing.assert_close(_gather(s), s["aif"], rtol=0, atol=0)
 
 
+def test_folder_stacks_read_layers_through_load_image(tmp_path):
+    # 16-bit layers keep their precision, grey layers become RGB; no AiF file: the AiF is gathered from the GT
+    base = tmp_path / "Toy" / "TR"
+    (base / "focus_stack" / "s0").mkdir(parents=True)
+    (base / "focus_index_gt").mkdir()
+    deep = np.full((16, 20, 3), 1000, np.uint16)
+    deep[..., 0] = 40000  # red channel (written as BGR)
+    cv2.imwrite(str(base / "focus_stack" / "s0" / "0.png"), deep)
+    cv2.imwrite(str(base / "focus_stack" / "s0" / "1.png"), np.full((16, 20), 77, np.uint8))
+    gt = np.zeros((16, 20), np.int64)
+    gt[:, 10:] = 1
+    np.save(base / "focus_index_gt" / "s0.npy", gt)
+    s = FolderStacks(tmp_path, size=None, invalid_prob=0.0, flips=False, shuffle=False).draw(0)
+    assert s.layers.shape == (2, 3, 16, 20) and s.layers.dtype == np.float32
+    np.testing.assert_array_equal(s.layers[0, :, 0, 0], np.float32([1000, 1000, 40000]) / np.float32(65535))
+    np.testing.assert_array_equal(s.layers[1], np.float32(77) / np.float32(255))
+    np.testing.assert_array_equal(s.aif[:, :, :10], s.layers[0][:, :, :10])
+    np.testing.assert_array_equal(s.aif[:, :, 10:], s.layers[1][:, :, 10:])
+
+
 def test_folder_stacks_errors(tmp_path):
     with pytest.raises(StackMFFError, match="not found"):
         FolderStacks(tmp_path / "missing")

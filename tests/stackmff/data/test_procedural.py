@@ -1,17 +1,13 @@
-"""Tests for the procedural RGB-D scene generator and the real RGB-D sample readers."""
+"""Tests for the procedural RGB-D scene generator."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from stackmff.errors import StackMFFError
-from stackmff.data.procedural import load_rgbd_samples, make_scene
-
-SHARED = Path(__file__).resolve().parents[4] / "shared" / "data"
+from stackmff.data.procedural import make_scene
 
 
 @pytest.mark.parametrize(("h", "w"), [(8, 8), (40, 64), (96, 72)])
@@ -59,46 +55,3 @@ def test_make_scene_rejects_bad_input():
         make_scene(0, 4, 64)
     with pytest.raises(StackMFFError, match="seed"):
         make_scene("x", 16, 16)  # type: ignore[arg-type]
-
-
-def test_load_rgbd_samples_from_fake_tree(tmp_path):
-    scene = tmp_path / "middlebury_rgbd" / "toy"
-    scene.mkdir(parents=True)
-    img = (np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8)
-    disp = np.zeros((20, 30), np.uint8)
-    disp[:, :15] = 40
-    disp[:, 15:] = 200
-    disp[5:8, 5:8] = 0  # unknown -> filled from the nearest valid pixel (40)
-    cv2.imwrite(str(scene / "image.png"), img[..., ::-1])
-    cv2.imwrite(str(scene / "disparity_gt.png"), disp)
-    tum = tmp_path / "rgbd_samples_open3d" / "tum"
-    tum.mkdir(parents=True)
-    cv2.imwrite(str(tum / "image.png"), img[..., ::-1])
-    depth = np.full((20, 30), 10000, np.uint16)  # 2 m
-    depth[:, 20:] = 5000  # 1 m: nearer -> larger disparity
-    depth[0, 0] = 0
-    cv2.imwrite(str(tum / "depth.png"), depth)
-    scenes = load_rgbd_samples(tmp_path)
-    assert [s.name for s in scenes] == ["middlebury/toy", "open3d/tum"]
-    m, t = scenes
-    np.testing.assert_allclose(m.image.transpose(1, 2, 0), img / 255.0, atol=1e-6)
-    assert m.disparity[0, 0] == 0.0 and m.disparity[0, 29] == 1.0 and m.disparity[6, 6] == 0.0
-    assert not m.valid[6, 6] and m.valid.sum() == 20 * 30 - 9
-    assert t.disparity[5, 25] == 1.0 and t.disparity[5, 5] == 0.0 and not t.valid[0, 0]
-
-
-def test_load_rgbd_samples_missing_root(tmp_path):
-    with pytest.raises(StackMFFError, match="not found"):
-        load_rgbd_samples(tmp_path / "nope")
-
-
-@pytest.mark.shared
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
-def test_load_real_samples():
-    scenes = load_rgbd_samples(SHARED)
-    names = {s.name for s in scenes}
-    assert {"middlebury/art", "open3d/tum"} <= names and "open3d/nyu" not in names
-    for s in scenes:
-        assert s.image.shape[1:] == s.disparity.shape
-        assert s.disparity.min() == 0.0 and s.disparity.max() == 1.0
-        assert s.valid.mean() > 0.75

@@ -1,0 +1,27 @@
+"""Tests for the external-tool adapter's output reading (a stand-in tool: ``cp`` copies one layer as the result)."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from stackmff.io import load_image
+from stackmff.peers import ExternalTool
+
+pytestmark = pytest.mark.skipif(shutil.which("cp") is None, reason="needs cp on PATH")
+
+
+def test_fuse_files_reads_the_output_like_load_image_and_drops_alpha(tmp_path):
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 65536, (12, 16, 4), dtype=np.uint16)  # enfuse-like: 16-bit with an alpha mask
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    cv2.imwrite(str(tmp_path / "b.png"), rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    tool = ExternalTool(name="copy", description="first layer", command=("cp", "{input_dir}/000.png", "{output}"))
+    run = tool.fuse_files([tmp_path / "a.png", tmp_path / "b.png"])
+    want, bits = load_image(tmp_path / "a.png")
+    assert run.bit_depth == bits == 16 and run.image.shape == (3, 12, 16) and run.image.dtype == np.float32
+    np.testing.assert_array_equal(run.image, want)
+    np.testing.assert_array_equal(run.image[0], rgba[..., 2] / np.float32(65535.0))  # BGR(A) file -> RGB
