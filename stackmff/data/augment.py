@@ -1,4 +1,4 @@
-""""General" augmentation of synthetic focal stacks: the layer order, invalid layers and JPEG round trips.
+""" "General" augmentation of synthetic focal stacks: the layer order, invalid layers and JPEG round trips.
 
 The synthesis (:mod:`stackmff.data.synthesis`) gives stacks in focus order, every layer valid. These functions (ours)
 turn a :class:`~stackmff.data.synthesis.SynthStack` into a "general" one and keep its ground truth consistent:

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..errors import StackMFFError
 from .._checks import check_choice
+from ..errors import StackMFFError
 from ..io import from_uint, natural_key, read_image_file
 from .augment import INVALID_KINDS, inject_invalid_layers, jpeg_layers, shuffle_layers
 from .procedural import make_scene

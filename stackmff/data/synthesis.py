@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from ..errors import StackMFFError
 from .._checks import check_shape
+from ..errors import StackMFFError
 
 __all__ = [
     "SynthStack",

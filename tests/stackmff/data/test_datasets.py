@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from stackmff.errors import StackMFFError
 from stackmff.data.datasets import EqualNBatchSampler, FolderStacks, ProceduralStacks, collate_stacks
+from stackmff.errors import StackMFFError
 
 
 def _gather(sample) -> torch.Tensor:

@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from stackmff.errors import StackMFFError
 from stackmff.data.extract import extract_dataset, is_uniform_background
+from stackmff.errors import StackMFFError
 
 
 def _jpg(seed: int, uniform: bool = False) -> bytes:

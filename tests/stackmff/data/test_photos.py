@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from stackmff.errors import StackMFFError
+from stackmff.data.augment import jpeg_layers
 from stackmff.data.datasets import ProceduralStacks
 from stackmff.data.photos import collect_photos, load_photo_bank, make_photo_scene
-from stackmff.data.augment import jpeg_layers
 from stackmff.data.synthesis import SynthStack, synthesize_physical
+from stackmff.errors import StackMFFError
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stackmff.errors import StackMFFError
 from stackmff.data.procedural import make_scene
+from stackmff.errors import StackMFFError
 
 
 @pytest.mark.parametrize(("h", "w"), [(8, 8), (40, 64), (96, 72)])

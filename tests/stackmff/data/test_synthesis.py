@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stackmff.errors import StackMFFError
 from stackmff.data.procedural import make_scene
 from stackmff.data.synthesis import SynthStack, disc_kernel, synthesize_physical, synthesize_upstream, upstream_bins
+from stackmff.errors import StackMFFError
 
 
 def _gather(stack: SynthStack) -> np.ndarray:

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stackmff.errors import StackMFFError
 from stackmff.data.datasets import FolderStacks
 from stackmff.data.writer import SynthesisConfig, write_stack_dataset
+from stackmff.errors import StackMFFError
 
 
 def _tree(root):
