@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import ShapeError, StackMFFError
 
-__all__ = ["check_choice", "check_shape", "check_stack"]
+__all__ = ["check_choice", "check_layers", "check_shape", "check_stack"]
 
 
 def check_shape(x: np.ndarray | object, dims: Sequence[str], name: str = "input") -> None:
@@ -44,6 +44,26 @@ def check_stack(stack: np.ndarray, name: str = "stack", min_layers: int = 2) -> 
         raise StackMFFError(
             f"{name} must be a float array in [0, 1], got dtype {stack.dtype}; load it with stackmff.io."
         )
+
+
+def check_layers(stack) -> tuple[int, int, int, int]:
+    """``(N, C, H, W)`` of a stack given as an array or as a sequence of ``(C, H, W)`` layers read lazily.
+
+    Only the number of layers and the first layer's shape are looked at (a memmap or lazily decoded layers stay
+    unread).
+
+    Raises:
+        StackMFFError: fewer than 2 layers, or a first layer that is not ``(C, H, W)`` with C in (1, 3).
+    """
+    n = len(stack)
+    if n < 2:
+        raise StackMFFError(f"stack must have at least 2 layers, got {n}; add more focus slices")
+    first = np.asarray(stack[0]) if not hasattr(stack[0], "shape") else stack[0]
+    if first.ndim != 3 or first.shape[0] not in (1, 3):
+        raise StackMFFError(
+            f"stack layers must be (C, H, W) with C in (1, 3), got {tuple(first.shape)}; load with stackmff.io"
+        )
+    return n, *first.shape
 
 
 def check_choice(value: str, choices: Sequence[str], name: str) -> None:

@@ -77,6 +77,14 @@ def synthetic_stack(
     return stack, aif, depth
 
 
+def scene_stack(n: int = 5, h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
+    """``(n, 3, h, w)``: one textured scene, each layer defocused by a different amount (valid layers of one stack)."""
+    rng = np.random.default_rng(seed)
+    img = cv2.resize(rng.random((h // 4, w // 4, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    img = img.transpose(2, 0, 1)
+    return np.stack([img] + [np.stack([cv2.GaussianBlur(c, (0, 0), 0.7 * k) for c in img]) for k in range(1, n)])
+
+
 def best_layer_psnr(stack: np.ndarray, aif: np.ndarray) -> float:
     """The highest PSNR any single layer of the stack reaches against the all-in-focus image."""
     return max(psnr(layer, aif) for layer in stack)

@@ -91,9 +91,9 @@ def test_methods_lists_names_and_default(capsys):
 
 
 def test_methods_says_which_need_weights(capsys, monkeypatch, tmp_path):
-    from stackmff.models import methods
+    from stackmff.fusion import stackmff_v3
 
-    monkeypatch.setattr(methods, "DEFAULT_STAR_WEIGHTS", tmp_path / "absent.pt")
+    monkeypatch.setattr(stackmff_v3, "DEFAULT_STAR_WEIGHTS", tmp_path / "absent.pt")
     assert main(["methods", "--json"]) == 0
     listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
     assert listed["stackmff_v3_star"]["needs_weights"] and not listed["stackmff_v3"]["needs_weights"]

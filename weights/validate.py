@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, st in stacks:
             variants = _variants(st, np.random.default_rng(zlib.crc32(name.encode())))
             if args.oracle:
-                from stackmff.models.inference import pyramid_blend
+                from stackmff.fusion.pyramid_blend import pyramid_blend
 
                 onehot = np.where(np.arange(st.n)[:, None, None] == st.index[None], 0.0, -30.0).astype(np.float32)
                 hard = np.take_along_axis(st.layers, st.index[None, None].repeat(3, 1), 0)[0]

@@ -45,8 +45,10 @@ from stackmff.data.synthesis import synthesize_physical
 from stackmff.fusion import get_fusion_method, list_methods
 from stackmff.fusion._common import gather
 from stackmff.fusion.focus_measure import focus_measure
+from stackmff.fusion.pyramid_blend import pyramid_blend
 from stackmff.io import atomic_write
-from stackmff.models.inference import load_model, predict_logits, pyramid_blend
+from stackmff.models.checkpoint import load_model
+from stackmff.models.inference import predict_logits
 from stackmff.models.stackmff_v3 import fold_batchnorm
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -2,7 +2,7 @@
 
 Three measurements, each in layer-megapixels per second (N · H · W / 1e6 / seconds):
 
-- ``throughput``: :func:`stackmff.models.inference.fuse_stack_v3` (BN folded, channels-last, streamed layers,
+- ``throughput``: :func:`stackmff.fusion.learned.fuse_stack_v3` (BN folded, channels-last, streamed layers,
   chunked attention, colour gather included) on an N-layer RGB stack;
 - ``reference``: the same weights evaluated the upstream way (:class:`stackmff.models._reference.UpstreamStyleV3`:
   all layers at once in NCHW, ``nn.MultiheadAttention`` over B·H·W sequences), on a smaller stack because it needs
@@ -58,9 +58,10 @@ import numpy as np
 import torch
 
 from stackmff.color import luma
+from stackmff.fusion.learned import fuse_stack_v3
 from stackmff.io import atomic_write
 from stackmff.models._reference import UpstreamStyleV3
-from stackmff.models.inference import fuse_stack_v3, load_model
+from stackmff.models.checkpoint import load_model
 from stackmff.models.registry import create_model
 from stackmff.models.stackmff_v3 import StackMFFV3
 
@@ -159,9 +160,9 @@ def flops(model: StackMFFV3, n: int, size: int, *, reps: int = 1, profile_rows: 
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
-    from stackmff.models.inference import _inference_copy, predict_logits
+    from stackmff.models.inference import inference_copy, predict_logits
 
-    m = _inference_copy(model)
+    m = inference_copy(model)
     st = _stack(n, size, size)
     lum = np.stack([luma(layer) for layer in st])
 

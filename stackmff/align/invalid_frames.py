@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..fusion._common import lowpass_deviation, noise_std
+from .._layer_stats import lowpass_deviation, noise_std
 
-# the thresholds of V3's outlier rejection (stackmff.models.inference.photometric/noise_outliers)
+# the thresholds of V3's outlier rejection (stackmff.fusion.outliers.photometric/noise_outliers)
 _PHOTOMETRIC_THRESHOLD, _PHOTOMETRIC_RATIO = 0.05, 4.0
 _NOISE_THRESHOLD, _NOISE_RATIO = 0.033, 2.5
 _BLUR_RATIO = 0.3  # a layer never above this share of the best valid layer's Laplacian energy is blurred everywhere
@@ -19,7 +19,7 @@ def _invalid_frames(images: np.ndarray, energy: np.ndarray) -> dict[int, str]:
     luma far from the stack's median), much noisier, or blurred everywhere (sharp nowhere the others are).
 
     The first two use the same measurements and thresholds as V3's outlier rejection
-    (:func:`stackmff.models.inference.outlier_layers`). Blurred everywhere: on the textured patches, a valid layer
+    (:func:`stackmff.fusion.outliers.outlier_layers`). Blurred everywhere: on the textured patches, a valid layer
     is the sharpest (or nearly: its neighbours in focus) somewhere; a layer whose Laplacian energy stays below
     ``_BLUR_RATIO`` of the patch's best valid layer on every patch is not in focus anywhere. Never more than all
     but two layers are marked.

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ..models.inference import export_upstream, load_model
+    from ..models.checkpoint import export_upstream, load_model
 
     model = load_model(args.checkpoint, device="cpu")
     path = export_upstream(model, args.output, overwrite=args.overwrite)

@@ -281,7 +281,7 @@ def _cmd_fuse_many(args: argparse.Namespace, run) -> int:
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
-    from ..models.methods import needs_weights
+    from ..fusion.stackmff_v3 import needs_weights
 
     methods = list_methods()
     if args.json:

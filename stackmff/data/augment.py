@@ -22,8 +22,8 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
+from .._layer_stats import noise_std
 from ..errors import StackMFFError
-from ..fusion._common import noise_std
 from .synthesis import SynthStack, _as_rng, disc_kernel
 
 __all__ = ["INVALID_KINDS", "inject_invalid_layers", "jpeg_layers", "shuffle_layers"]

@@ -135,7 +135,7 @@ _METHOD_MODULES = (
     "stackmff.fusion.laplacian_pyramid",
     "stackmff.fusion.guided",
     "stackmff.fusion.wavelet",
-    "stackmff.models.methods",
+    "stackmff.fusion.stackmff_v3",
 )
 _loaded = False
 

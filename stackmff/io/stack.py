@@ -87,7 +87,7 @@ class CompactLayer:
 class CompactStack:
     """A focal stack kept as its decoded 8/16-bit pixels (1/4 or 1/2 of float32), converted per layer and region.
 
-    It presents the ``(N, C, H, W)`` float32 interface that :func:`stackmff.models.inference.fuse_stack_v3` and
+    It presents the ``(N, C, H, W)`` float32 interface that :func:`stackmff.fusion.learned.fuse_stack_v3` and
     :func:`stackmff.align.align_stack` read from (``shape``, ``len``, ``stack[k]`` -> :class:`CompactLayer`), so the
     learned methods fuse a 10 × 12 MP 8-bit stack from 360 MB of pixels instead of 1.44 GB. ``np.asarray(stack)``
     converts everything (what the classical methods would need anyway).

@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader
 from .._checks import check_choice
 from ..color import luma
 from ..errors import StackMFFError
-from .inference import load_model, resolve_device, save_checkpoint
+from .checkpoint import load_model, save_checkpoint
+from .device import resolve_device
 from .registry import get_config
 from .stackmff_v3 import StackMFFV3, star_depth, star_index
 

@@ -325,7 +325,7 @@ def test_v3_and_alignment_give_the_same_result_on_a_compact_stack(tmp_path):
     import torch
 
     from stackmff.align import align_stack
-    from stackmff.models.inference import fuse_stack_v3
+    from stackmff.fusion.learned import fuse_stack_v3
     from stackmff.models.registry import create_model
 
     folder = _noise_stack(tmp_path / "s", n=3, h=64, w=80)

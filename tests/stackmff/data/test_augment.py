@@ -69,7 +69,7 @@ def test_each_invalid_kind(scene, kind):
 
 
 def test_blurred_layer_has_the_noise_of_the_stack_it_joins(scene):
-    from stackmff.fusion._common import noise_std
+    from stackmff._layer_stats import noise_std
 
     for noise, lo, hi in (((1e-4, 2e-3), 0.5, 1.6), ((1e-3, 1e-2), 0.5, 1.6), ((0.0, 0.0), 0.0, 1.6)):
         base = synthesize_physical(scene.image, scene.disparity, 4, rng=0, noise=noise)

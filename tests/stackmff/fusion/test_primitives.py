@@ -118,7 +118,7 @@ def test_gff_small_images_shrink_the_radii():
 
 @pytest.mark.parametrize("sigma", [0.003, 0.02, 0.1])
 def test_noise_std_recovers_gaussian_noise_on_a_textured_image(sigma):
-    from stackmff.fusion._common import noise_std
+    from stackmff._layer_stats import noise_std
 
     rng = np.random.default_rng(4)
     yy, xx = np.mgrid[0:300, 0:400].astype(np.float32)
@@ -131,7 +131,7 @@ def test_noise_std_recovers_gaussian_noise_on_a_textured_image(sigma):
 
 
 def test_noise_std_is_not_fooled_by_an_oriented_texture():
-    from stackmff.fusion._common import noise_std
+    from stackmff._layer_stats import noise_std
 
     yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
     noise = 0.005 * np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stackmff.models.inference import auto_memory_budget, fuse_stack_v3, plan_tiles
+from stackmff.fusion.learned import fuse_stack_v3
 from stackmff.models.registry import create_model, get_config
+from stackmff.models.tiling import auto_memory_budget, plan_tiles
 
 CFG = get_config("v3")
 

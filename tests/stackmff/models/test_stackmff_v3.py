@@ -7,7 +7,7 @@ import torch
 
 from stackmff.errors import StackMFFError
 from stackmff.models._reference import UpstreamStyleV3
-from stackmff.models.inference import load_model, save_checkpoint
+from stackmff.models.checkpoint import load_model, save_checkpoint
 from stackmff.models.registry import create_model, get_config, list_models
 from stackmff.models.stackmff_v3 import (
     StackMFFV3,

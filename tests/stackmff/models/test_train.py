@@ -13,7 +13,7 @@ from stackmff.cli import main as cli_main
 from stackmff.color import luma
 from stackmff.data.datasets import ProceduralStacks, collate_stacks
 from stackmff.errors import StackMFFError
-from stackmff.models.inference import load_model
+from stackmff.models.checkpoint import load_model
 from stackmff.models.registry import create_model
 from stackmff.models.train import TrainConfig, _colour_loss, _loss, train, train_step
 

@@ -16,8 +16,9 @@ from _helpers import SHARED_DATA
 
 from stackmff.cli import main as cli_main
 from stackmff.errors import StackMFFError
+from stackmff.fusion.learned import fuse_stack_upstream
 from stackmff.fusion.run import upstream_outputs
-from stackmff.models.inference import export_upstream, fuse_stack_upstream, load_model, save_checkpoint
+from stackmff.models.checkpoint import export_upstream, load_model, save_checkpoint
 from stackmff.models.registry import create_model
 from stackmff.models.stackmff_v3 import to_upstream_state_dict, upstream_config
 
@@ -252,7 +253,7 @@ def test_dataset_commands_write_upstream_outputs_and_time_per_dataset(tmp_path, 
 
 def test_every_listed_method_runs_with_the_shipped_weights():
     from stackmff.fusion import list_methods
-    from stackmff.models.methods import needs_weights
+    from stackmff.fusion.stackmff_v3 import needs_weights
 
     stack = np.stack([np.stack([_gradient(k)] * 3) for k in range(3)]).astype(np.float32)
     for m in list_methods():

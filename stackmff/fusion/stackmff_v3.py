@@ -1,18 +1,19 @@
 """Fusion methods ``stackmff_v3`` and ``stackmff_v3_star`` (learned) for the fusion registry.
 
-Options (all keyword-only, also reachable from the CLI with ``-O KEY=VALUE``): ``weights`` (checkpoint path, default
-the shipped weights), ``device`` ("auto", "cpu", "cuda", "cuda:1"...), ``memory_budget_mb``, ``tile``, ``overlap``,
-``precision`` ("auto", "fp32", "bf16"), ``reject_outliers`` (drop exposure-shifted, blank and much noisier layers
-before the network, default true; see :func:`~stackmff.models.inference.outlier_layers`), ``gather`` ("pyramid":
+Options (all keyword-only, also reachable from the CLI with ``-O KEY=VALUE``): ``weights`` (checkpoint path, default the
+shipped weights), ``device`` ("auto", "cpu", "cuda", "cuda:1"...), ``memory_budget_mb``, ``tile``, ``overlap``,
+``precision`` ("auto", "fp32", "bf16"), ``reject_outliers`` (drop exposure-shifted, blank and much noisier layers before
+the network, default true; see :func:`~stackmff.fusion.outliers.outlier_layers`), ``gather`` ("pyramid":
 Laplacian-pyramid blend steered by the probabilities, the default and the best PSNR/SSIM, see
-:func:`~stackmff.models.inference.pyramid_blend`; "hard": exact source values of the most probable layer, for 16-bit
-scientific data that must not be resampled; "soft": probability-weighted mean; upstream's own code outputs
-"hard"), ``half_res`` (cross-layer stage at half resolution, default true: ~2x less network time on CPU for -0.04 dB; false = the network
-exactly as trained), ``threads`` (torch threads: default the cores no other process is busy on,
+:func:`~stackmff.fusion.pyramid_blend.pyramid_blend`; "hard": exact source values of the most probable layer, for 16-bit
+scientific data that must not be resampled; "soft": probability-weighted mean; upstream's own code outputs "hard"),
+``half_res`` (cross-layer stage at half resolution, default true: ~2x less network time on CPU for -0.04 dB; false = the
+network exactly as trained), ``threads`` (torch threads: default the cores no other process is busy on,
 :func:`stackmff._cpu.choose_threads`, at most ``torch.get_num_threads()``; set for the call and restored after it),
-``top_k`` (the pyramid blend uses only each pixel's top_k most probable layers; default all: ``4`` sharpens long
-unsure hand-held stacks but costs up to ~1 dB on registered stacks of many layers), ``preset`` ("default", or "upstream": the author's inference step by step, see
-:func:`~stackmff.models.inference.fuse_stack_upstream`; the other options except weights/device are then ignored).
+``top_k`` (the pyramid blend uses only each pixel's top_k most probable layers; default all: ``4`` sharpens long unsure
+hand-held stacks but costs up to ~1 dB on registered stacks of many layers), ``preset`` ("default", or "upstream": the
+author's inference step by step, see :func:`~stackmff.fusion.learned.fuse_stack_upstream`; the other options except
+weights/device are then ignored).
 
 ``weights`` may also be the author's upstream ``.pth`` (``stackmffv3.pth``, ``stackmffv3_star.pth``): V3 and V3-star
 files have the same keys, so the method says which head to use (``stackmff_v3`` = argmax, ``stackmff_v3_star`` =
@@ -30,11 +31,12 @@ import numpy as np
 from .._checks import check_choice, check_stack
 from .._cpu import available_cores, choose_threads, passive_openmp
 from ..errors import StackMFFError
-from ..fusion.registry import FusionResult, register_method
-from ._weights import DEFAULT_STAR_WEIGHTS, DEFAULT_WEIGHTS
+from ..models._weights import DEFAULT_STAR_WEIGHTS, DEFAULT_WEIGHTS  # torch-free
+from .registry import FusionResult, register_method
 
-# torch (via .inference) is imported when a learned method runs, not when the registry lists the methods: `stackmff
-# methods`, `--help` and the classical methods start in a fraction of the time and memory (tests/test_startup.py).
+# torch (via .learned and stackmff.models) is imported when a learned method runs, not when the registry lists the
+# methods: `stackmff methods`, `--help` and the classical methods start in a fraction of the time and memory
+# (tests/test_startup.py).
 
 __all__ = ["fuse_stackmff_v3", "fuse_stackmff_v3_star", "needs_weights"]
 
@@ -47,7 +49,7 @@ def needs_weights(method: str) -> bool:
 
 @functools.lru_cache(maxsize=4)
 def _cached_model(path: str, device: str, mtime_ns: int, head: str):  # mtime: a rewritten checkpoint is reloaded
-    from .inference import load_model
+    from ..models.checkpoint import load_model
 
     return load_model(path, device=device, head=head)
 
@@ -55,7 +57,7 @@ def _cached_model(path: str, device: str, mtime_ns: int, head: str):  # mtime: a
 def _model(weights: str | Path | None, default: Path, device: str | None, head: str):
     """``(model, path)``: the checkpoint ``weights`` (file or training folder) or ``default``, with the ``head``
     the method needs (a V3 file given to V3-star or the other way round fails in one line)."""
-    from .inference import resolve_device
+    from ..models.device import resolve_device
 
     dev = resolve_device(device)
     path = Path(weights) if weights is not None else default
@@ -74,7 +76,7 @@ def _checker(default: Path, head: str):
     tile, precision, gather, preset and threads are checked before the stack is loaded and aligned."""
 
     def check(opts: dict) -> None:
-        from .inference import GATHERS, PRESETS
+        from .learned import GATHERS, PRESETS
 
         budget = opts.get("memory_budget_mb")
         if budget is not None and budget < 64:
@@ -121,11 +123,11 @@ def _run(
 
     import torch
 
-    from . import inference  # torch: only now that a learned method runs
+    from . import learned  # torch: only now that a learned method runs
 
     check_stack(stack)
-    if preset not in inference.PRESETS:
-        raise StackMFFError(f"preset must be one of {', '.join(inference.PRESETS)}, got {preset!r}")
+    if preset not in learned.PRESETS:
+        raise StackMFFError(f"preset must be one of {', '.join(learned.PRESETS)}, got {preset!r}")
     before = torch.get_num_threads()
     if auto:  # never more than torch is set to: a caller's torch.set_num_threads(1) holds
         n_threads = min(before, n_threads)
@@ -135,9 +137,9 @@ def _run(
     cv2.setNumThreads(n_threads)  # OpenCV's pool (outlier checks, pyramid blend) waits for busy cores the same way
     try:
         if preset == "upstream":
-            res = inference.fuse_stack_upstream(stack, model)
+            res = learned.fuse_stack_upstream(stack, model)
         else:
-            res = inference.fuse_stack_v3(
+            res = learned.fuse_stack_v3(
                 stack,
                 model,
                 memory_budget_mb=memory_budget_mb,
