@@ -127,3 +127,14 @@ def write_tiny_depth_anything(path: Path) -> Path:
         path
     )
     return Path(path)
+
+
+def load_dvc_yaml(path: Path) -> dict:
+    """``dvc.yaml`` parsed, with its ``${paths.<name>}`` variables (the ``vars: - paths:`` block) substituted."""
+    import re
+
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    folders = next(v["paths"] for v in yaml.safe_load(text)["vars"] if isinstance(v, dict) and "paths" in v)
+    return yaml.safe_load(re.sub(r"\$\{paths\.(\w+)\}", lambda m: str(folders[m.group(1)]), text))

@@ -51,7 +51,7 @@ def _imports(source: str, module: str, is_package: bool = False) -> list[tuple[i
         elif (
             isinstance(node, ast.Constant)
             and isinstance(node.value, str)
-            and re.fullmatch(r"(stackmff|metrics|pipelines)(\.\w+)*", node.value)
+            and re.fullmatch(r"(stackmff|metrics|pipelines)(\.\w+)+", node.value)  # dotted: "metrics" alone is a word
         ):
             out.append((node.lineno, node.value))
     return out

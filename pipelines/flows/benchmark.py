@@ -26,17 +26,10 @@ from prefect.exceptions import MissingContextError
 
 from pipelines.config import load_params
 from pipelines.flows._runner import task_runner
+from pipelines.paths import load_paths
 from pipelines.stages import evaluate as evaluate_stage
 from pipelines.stages import fuse as fuse_stage
 from pipelines.stages import report as report_stage
-
-BENCHMARKS = Path("data/benchmarks")
-FUSED = Path("data/fused")
-RUNS = Path("reports/runs")
-METRICS = Path("reports/metrics")
-REPORTS = Path("reports")
-MODELS = Path("models")
-IMPORTED = Path("data/imported")
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:
@@ -55,17 +48,17 @@ def load_section(params_file: str, section: str):
 @task(task_run_name="fuse {method} on {benchmark}", timeout_seconds=3600, cache_result_in_memory=False)
 def fuse(params, method: str, benchmark: str, root: str, *, kind: str) -> str:
     """Fuse one benchmark with one method; returns the runs JSON path."""
-    r = Path(root)
-    runs = r / RUNS / method / f"{benchmark}.json"
+    p = load_paths(root)
+    runs = p.runs_json(method, benchmark)
     t0 = time.perf_counter()
     summary = fuse_stage.run(
         params,
         method,
-        r / BENCHMARKS / benchmark,
-        r / FUSED / method / benchmark,
+        p.benchmark(benchmark),
+        p.fused_dir(method, benchmark),
         runs,
-        weights=r / MODELS / method / "model.pt" if kind == "learned" else None,
-        imported=r / IMPORTED if kind == "imported" else None,
+        weights=p.model(method) if kind == "learned" else None,
+        imported=p.imported if kind == "imported" else None,
     )
     _log().info("%s", timing_line(summary, time.perf_counter() - t0))
     return str(runs)
@@ -74,10 +67,10 @@ def fuse(params, method: str, benchmark: str, root: str, *, kind: str) -> str:
 @task(task_run_name="evaluate {method} on {benchmark}", timeout_seconds=3600, cache_result_in_memory=False)
 def evaluate(params, method: str, benchmark: str, root: str, runs_json: str) -> str:
     """Score one fused folder; returns the tidy CSV path (``runs_json`` orders it after its fuse task)."""
-    r = Path(root)
-    out = r / METRICS / method / f"{benchmark}.csv"
+    p = load_paths(root)
+    out = p.metrics_csv(method, benchmark)
     t0 = time.perf_counter()
-    df = evaluate_stage.run(params, method, r / BENCHMARKS / benchmark, r / FUSED / method / benchmark, out)
+    df = evaluate_stage.run(params, method, p.benchmark(benchmark), p.fused_dir(method, benchmark), out)
     scenes = df[["dataset", "scene"]].drop_duplicates().shape[0] if len(df) else 0
     _log().info(
         "evaluate %s on %s: %d values on %d scenes in %.1f s",
@@ -93,9 +86,9 @@ def evaluate(params, method: str, benchmark: str, root: str, runs_json: str) -> 
 @task(task_run_name="report", timeout_seconds=1800)
 def report(params, root: str, tables: list[str]) -> dict:
     """Build the report from everything evaluated; returns ``{"html": path, "headline": {dataset: {method: ...}}}``."""
-    r = Path(root)
-    head = report_stage.run(params, r / METRICS, r / RUNS, r / FUSED, r / BENCHMARKS, r / REPORTS)
-    return {"html": str((r / REPORTS / "index.html").resolve()), "headline": head}
+    p = load_paths(root)
+    head = report_stage.run(params, p.metrics, p.runs, p.fused, p.benchmarks, p.reports)
+    return {"html": str(p.reports / "index.html"), "headline": head}
 
 
 def timing_line(summary: dict[str, Any], wall: float) -> str:

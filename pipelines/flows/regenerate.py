@@ -20,6 +20,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from pipelines.config import load_params
+from pipelines.paths import load_paths
 from stackmff.errors import StackMFFError
 
 DEPLOYMENT = "regenerate-nightly"
@@ -51,21 +52,21 @@ def dvc(args: list[str], root: str) -> str:
 @task(retries=3, retry_delay_seconds=[2, 10, 30], task_run_name="publish report")
 def publish(root: str, publish_dir: str) -> str:
     """Publish the report (artifact + optional copy); retried because the target may be a network share."""
-    r = Path(root)
-    md = r / "reports" / "tables" / "quality.md"
-    resources = r / "reports" / "tables" / "resources.md"
+    reports = load_paths(root).reports
+    md = reports / "tables" / "quality.md"
+    resources = reports / "tables" / "resources.md"
     text = md.read_text(encoding="utf-8") if md.is_file() else "(no quality table)"
     if resources.is_file():
         text += "\n## Runtime and memory\n\n" + resources.read_text(encoding="utf-8")
     create_markdown_artifact(key="benchmark-report", markdown=text, description="StackMFF benchmark tables")
     if not publish_dir:
-        return str(r / "reports" / "index.html")
+        return str(reports / "index.html")
     dst = Path(publish_dir)
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(r / "reports" / "index.html", dst / "index.html")
+    shutil.copy2(reports / "index.html", dst / "index.html")
     for sub in ("tables", "plots"):
-        if (r / "reports" / sub).is_dir():
-            shutil.copytree(r / "reports" / sub, dst / sub, dirs_exist_ok=True)
+        if (reports / sub).is_dir():
+            shutil.copytree(reports / sub, dst / sub, dirs_exist_ok=True)
     return str(dst / "index.html")
 
 

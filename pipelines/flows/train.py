@@ -10,24 +10,23 @@ Run once::
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, task
 
 from pipelines.config import load_params
+from pipelines.paths import load_paths
 from pipelines.stages import train as train_stage
 
 
 @task(task_run_name="train {variant}", timeout_seconds=48 * 3600, cache_result_in_memory=False)
 def train_variant(params_file: str, variant: str, root: str) -> str:
-    r = Path(root)
+    p = load_paths(root)
     path = train_stage.run(
         load_params(params_file, "train"),
         load_params(params_file, "base"),
         variant,
-        r / "data/synth/train",
-        r / "models" / variant,
-        init=r / "weights" / f"{variant}.pt",
+        p.synth_train,
+        p.models / variant,
+        init=p.root / "weights" / f"{variant}.pt",
     )
     return str(path)
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the stage scripts: argument parsing, atomic JSON output, memory measurement, error exit."""
+"""Helpers shared by the stage scripts: argument parsing, atomic JSON output, error exit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 from stackmff.errors import StackMFFError
 from stackmff.io import atomic_write
 
-__all__ = ["PeakMemory", "parser", "read_json", "run_main", "write_json"]
+__all__ = ["parser", "read_json", "run_main", "write_json"]
 
 log = logging.getLogger("stackmff.pipelines")
 
@@ -62,49 +61,3 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):  # numpy scalars
         return o.item()
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
-
-
-def _status_kib(field: str) -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return float(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-class PeakMemory:
-    """Peak resident memory added while the ``with`` block runs, in MiB.
-
-    On Linux the kernel's high-water mark (``VmHWM``) is reset through ``/proc/self/clear_refs`` on entry, so the
-    measurement is exact and free; elsewhere (or where the reset is not permitted) the process's lifetime peak
-    (``ru_maxrss``) is used, which over-reports for every stack after the largest one.
-
-    Attributes:
-        peak_mb: peak resident memory during the block minus the resident memory at its start.
-    """
-
-    def __init__(self) -> None:
-        self.peak_mb = float("nan")
-        self._start_kib = 0.0
-        self._exact = False
-
-    def __enter__(self) -> PeakMemory:
-        self._start_kib = _status_kib("VmRSS") or 0.0
-        try:
-            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-                f.write("5")
-            self._exact = True
-        except OSError:
-            self._exact = False
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        hwm = _status_kib("VmHWM") if self._exact else None
-        if hwm is None:
-            # ru_maxrss is KiB on Linux, bytes on macOS
-            rss = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-            hwm = rss / 1024.0 if sys.platform == "darwin" else rss
-        self.peak_mb = max(0.0, (hwm - self._start_kib) / 1024.0)

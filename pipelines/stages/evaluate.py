@@ -1,8 +1,8 @@
 """Stage ``evaluate``: score the fused images of one method on one benchmark; write a tidy metrics table.
 
-Calls :func:`metrics.evaluate.evaluate_tree`, which computes reference metrics against ``AiF/`` ground truth where
-the benchmark has it and no-reference / source-based metrics everywhere. The table has one row per
-``method, dataset, scene, metric, value``. A method reported absent by the fuse stage (empty folder) gives an empty
+A thin caller of :func:`stackmff.benchmark.evaluate_tree` (the code behind ``stackmff evaluate``): reference metrics
+against ``AiF/`` ground truth where the benchmark has it, no-reference / source-based metrics everywhere; one row per
+``method, dataset, scene, metric, value``. A method the fuse stage reported absent (empty folder) gives an empty
 table with the same columns.
 
 Usage (from ``dvc.yaml``)::
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from metrics.evaluate import write_table
 from pipelines.config import EvaluateParams, load_params
 from pipelines.stages._common import parser, run_main
-from stackmff.errors import StackMFFError
-from stackmff.report.tables import TIDY_COLUMNS, write_csv
+from stackmff.benchmark import evaluate_tree
 
 __all__ = ["main", "run"]
 
@@ -30,32 +30,18 @@ log = logging.getLogger("stackmff.pipelines.evaluate")
 
 
 def run(params: EvaluateParams, method: str, benchmark: str | Path, fused: str | Path, out: str | Path) -> pd.DataFrame:
-    """Evaluate ``fused`` (``<dataset>/<scene>.png``) against ``benchmark``; write the tidy table to ``out``.
-
-    Returns:
-        The tidy DataFrame (columns ``method, dataset, scene, metric, value``).
-    """
-    fused = Path(fused)
-    has_images = fused.is_dir() and any(p.suffix == ".png" for p in fused.glob("*/*.png"))
-    if not has_images:
+    """Evaluate ``fused`` (``<dataset>/<scene>.png``) against ``benchmark``; write the tidy table to ``out``."""
+    df = evaluate_tree(
+        fused,
+        benchmark_root=benchmark,
+        method=method,
+        metrics=params.metrics or None,
+        on_size_mismatch=params.on_size_mismatch,
+        require_results=False,
+    )
+    if df.empty:
         log.warning("%s has no fused images (method absent): empty table", fused)
-        df = pd.DataFrame(columns=list(TIDY_COLUMNS))
-    else:
-        try:
-            from metrics.evaluate import evaluate_tree
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("metrics.evaluate", "metrics"):
-                raise
-            raise StackMFFError("metrics.evaluate is not in this checkout; the evaluate stage needs it") from None
-        df = evaluate_tree(
-            fused,
-            benchmark_root=Path(benchmark),
-            method=method,
-            metrics=params.metrics or None,
-            on_size_mismatch=params.on_size_mismatch,
-        )
-        df = df.loc[:, list(TIDY_COLUMNS)]
-    write_csv(df, out)
+    write_table(df, out, overwrite=True)
     log.info("%s on %s: %d values", method, Path(benchmark).name, len(df))
     return df
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipelines.config import FuseParams, load_params
 from pipelines.stages._common import parser, run_main, write_json
-from pipelines.stages.fuse import external_tool, method_kind
+from stackmff.benchmark import external_tool, method_kind
 
 __all__ = ["main", "run"]
 

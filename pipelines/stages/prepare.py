@@ -26,23 +26,13 @@ import cv2
 
 from pipelines.config import PrepareParams, load_params
 from pipelines.stages._common import parser, run_main
+from stackmff.benchmark import is_benchmark_tree
 from stackmff.errors import StackMFFError
-from stackmff.io import IMAGE_EXTENSIONS, find_pair_scenes, find_stack_scenes, load_image, natural_key, save_image
+from stackmff.io import IMAGE_EXTENSIONS, load_image, natural_key, save_image
 
-__all__ = ["is_benchmark_tree", "main", "run"]
+__all__ = ["main", "run"]
 
 log = logging.getLogger("stackmff.pipelines.prepare")
-
-
-def is_benchmark_tree(root: Path) -> bool:
-    """True when ``root`` holds ``<dataset>/dof_stack|image stack/<scene>/`` or ``<dataset>/{A,B}/`` folders."""
-    for finder in (find_stack_scenes, find_pair_scenes):
-        try:
-            if finder(root):
-                return True
-        except StackMFFError:
-            pass
-    return False
 
 
 def run(params: PrepareParams, samples: str | Path, out: str | Path) -> list[str]:

@@ -29,8 +29,9 @@ import pandas as pd
 
 from pipelines.config import ReportParams, load_params
 from pipelines.stages._common import parser, read_json, run_main, write_json
+from stackmff.benchmark import find_scenes
 from stackmff.errors import StackMFFError
-from stackmff.io import IMAGE_EXTENSIONS, atomic_folder, find_stack_scenes, natural_key
+from stackmff.io import IMAGE_EXTENSIONS, atomic_folder, natural_key
 from stackmff.report import (
     SceneView,
     build_html,
@@ -139,11 +140,11 @@ def _scene_views(
     for row in picked:
         if row.benchmark not in gts:
             try:
-                found = find_stack_scenes(benchmarks / row.benchmark)
+                found = find_scenes(benchmarks / row.benchmark, kinds=("stack",))
             except StackMFFError:
                 found = []
             gts[row.benchmark] = {(s.dataset, s.scene): s.ground_truth for s in found}
-            stacks[row.benchmark] = {(s.dataset, s.scene): s.stack_dir for s in found}
+            stacks[row.benchmark] = {(s.dataset, s.scene): s.inputs[0] for s in found}
         methods = ok[(ok["benchmark"] == row.benchmark) & (ok["dataset"] == row.dataset) & (ok["scene"] == row.scene)]
         images, maps = {}, {}
         for m in sorted(methods["method"].unique()):

@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from metrics.evaluate import check_table_path, evaluate_tree, write_table
+    from metrics.evaluate import check_table_path, write_table
+
+    from ..benchmark import evaluate_tree
 
     check_table_path(args.output, overwrite=args.overwrite)  # fail before the (long) evaluation, not after
     df = evaluate_tree(

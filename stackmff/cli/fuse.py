@@ -224,48 +224,49 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 
 
 def _cmd_fuse_dataset(args: argparse.Namespace) -> int:
-    from ..fusion.run import fuse_dataset
-
-    return _cmd_fuse_many(args, fuse_dataset)
+    return _cmd_fuse_tree(args, "stack")
 
 
 def _cmd_fuse_pairs(args: argparse.Namespace) -> int:
-    from ..fusion.run import fuse_pairs
-
-    return _cmd_fuse_many(args, fuse_pairs)
+    return _cmd_fuse_tree(args, "pair")
 
 
-def _cmd_fuse_many(args: argparse.Namespace, run) -> int:
-    """``fuse-dataset`` / ``fuse-pairs``: ``run`` is :func:`fuse_dataset` or :func:`fuse_pairs`. Finished scenes
-    are skipped (resume), failed ones are listed in one line at the end (exit 2) after the others were fused."""
+def _cmd_fuse_tree(args: argparse.Namespace, kind: str) -> int:
+    """``fuse-dataset`` / ``fuse-pairs`` (:func:`stackmff.benchmark.fuse_tree` over the stacks or the pairs).
+    Finished scenes are skipped (resume), failed ones are listed in one line at the end (exit 2) after the others
+    were fused."""
+    from ..benchmark import fuse_tree, raise_for_failures
     from ..errors import PartialFailure
     from .align import alignment_options
 
+    run = fuse_tree(
+        args.root,
+        args.output,
+        args.method,
+        kinds=(kind,),
+        datasets=args.datasets,
+        ext=args.ext,
+        overwrite=args.overwrite,
+        align=_align(args),
+        index_maps=args.index_maps,
+        progress=not args.no_progress,
+        method_options=_method_options(args),
+        align_options=alignment_options(args),
+        upstream=args.upstream_outputs,
+        reverse=args.reverse,
+        warmup=args.warmup,
+    )
+    records = run["scenes"]
     try:
-        summaries = run(
-            args.root,
-            args.output,
-            args.method,
-            datasets=args.datasets,
-            ext=args.ext,
-            overwrite=args.overwrite,
-            align=_align(args),
-            index_maps=args.index_maps,
-            progress=not args.no_progress,
-            method_options=_method_options(args),
-            align_options=alignment_options(args),
-            upstream=args.upstream_outputs,
-            reverse=args.reverse,
-            warmup=args.warmup,
-        )
-    except PartialFailure as exc:
-        _emit(args, exc.results)
+        raise_for_failures(run)
+    except PartialFailure:
+        _emit(args, records)
         raise
-    _emit(args, summaries)
+    _emit(args, records)
     if not args.json:
-        done = [s for s in summaries if not s.get("skipped")]
+        done = [s for s in records if s["status"] == "ok"]
         seconds = sum(s["seconds"] for s in done)
-        skipped = len(summaries) - len(done)
+        skipped = len(records) - len(done)
         note = f"; skipped {skipped} finished (--overwrite redoes them)" if skipped else ""
         print(f"fused {len(done)} scenes into {args.output} ({args.method}, {seconds:.1f} s){note}", file=sys.stderr)
         if args.warmup:  # upstream's per-dataset timing (scenes fused in this run)

@@ -1,27 +1,28 @@
-"""Fusing files and dataset trees: load -> (align) -> fuse -> save, shared by the CLI, DVC stages and Prefect flows."""
+"""Fusing one stack of files: load -> (align) -> fuse -> save, with the index map and upstream outputs.
+
+``stackmff fuse`` calls :func:`fuse_to_file`; the benchmark layer (:func:`stackmff.benchmark.fuse_tree`, behind
+``fuse-dataset``/``fuse-pairs``, the DVC stages and the Prefect flows) calls it once per scene.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..errors import PartialFailure, StackMFFError
+from ..errors import StackMFFError
 from ..io import (
     IMAGE_EXTENSIONS,
     OutputSet,
     Stack,
     check_output_path,
-    check_writable_folder,
     collect_files,
-    find_pair_scenes,
-    find_stack_scenes,
     load_stack,
     save_image,
 )
@@ -30,9 +31,7 @@ from .registry import FusionResult, get_fusion_method
 
 __all__ = [
     "check_outputs",
-    "fuse_dataset",
     "fuse_loaded",
-    "fuse_pairs",
     "fuse_to_file",
     "planned_outputs",
     "rainbow",
@@ -291,178 +290,3 @@ def fuse_to_file(
         "seconds": round(time.perf_counter() - t0, 4),
         **info,
     }
-
-
-def _progress(items: list, desc: str, enabled: bool):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit="stack")
-
-
-def fuse_dataset(
-    root: str | Path,
-    outdir: str | Path,
-    method: str = DEFAULT_METHOD,
-    *,
-    datasets: Iterable[str] | None = None,
-    ext: str = ".png",
-    overwrite: bool = False,
-    align: str = "none",
-    index_maps: bool = False,
-    progress: bool = True,
-    method_options: dict | None = None,
-    align_options: dict | None = None,
-    upstream: bool = False,
-    reverse: bool = False,
-    warmup: int = 0,
-) -> list[dict]:
-    """Fuse every stack of ``<root>/<dataset>/dof_stack/<scene>/`` into ``<outdir>/<dataset>/<scene><ext>``.
-
-    With ``index_maps`` the index maps go to ``<outdir>/<dataset>/index_maps/<scene>.png``. ``align_options`` are
-    :func:`stackmff.align.align_stack` keywords applied to every stack (e.g. ``frame``, ``drop_failed``).
-    Finished scenes are skipped unless ``overwrite``; a failed scene does not stop the others (see
-    :class:`~stackmff.errors.PartialFailure`).
-    ``upstream``: also the upstream scripts' outputs in ``<outdir>/<dataset>/<name>/<scene>.png`` (names of
-    :func:`upstream_outputs`; ``reverse`` flips their index/depth). ``warmup``: fuse each dataset's first stack this
-    many times, untimed, before its stacks are timed (upstream: 3 network passes), so that per-dataset mean times
-    (``fuse_seconds``, and ``network_seconds`` with ``--preset upstream``) leave out one-off start-up costs.
-    """
-    scenes = [(sc.dataset, sc.scene, sc.stack_dir) for sc in find_stack_scenes(root, datasets)]
-    return _fuse_many(
-        scenes,
-        outdir,
-        method,
-        ext=ext,
-        index_maps=index_maps,
-        overwrite=overwrite,
-        align=align,
-        progress=progress,
-        method_options=method_options,
-        align_options=align_options,
-        upstream=upstream,
-        reverse=reverse,
-        warmup=warmup,
-    )
-
-
-def fuse_pairs(
-    root: str | Path,
-    outdir: str | Path,
-    method: str = DEFAULT_METHOD,
-    *,
-    datasets: Iterable[str] | None = None,
-    ext: str = ".png",
-    overwrite: bool = False,
-    align: str = "none",
-    index_maps: bool = False,
-    progress: bool = True,
-    method_options: dict | None = None,
-    align_options: dict | None = None,
-    upstream: bool = False,
-    reverse: bool = False,
-    warmup: int = 0,
-) -> list[dict]:
-    """Fuse every pair of ``<root>/<dataset>/{A,B}/`` into ``<outdir>/<dataset>/<name><ext>`` (options as
-    :func:`fuse_dataset`)."""
-    scenes = [(pr.dataset, pr.scene, [pr.a, pr.b]) for pr in find_pair_scenes(root, datasets)]
-    return _fuse_many(
-        scenes,
-        outdir,
-        method,
-        ext=ext,
-        index_maps=index_maps,
-        overwrite=overwrite,
-        align=align,
-        progress=progress,
-        method_options=method_options,
-        align_options=align_options,
-        upstream=upstream,
-        reverse=reverse,
-        warmup=warmup,
-    )
-
-
-def _fuse_many(
-    scenes: list[tuple[str, str, object]],
-    outdir: str | Path,
-    method: str,
-    *,
-    ext: str,
-    index_maps: bool,
-    overwrite: bool,
-    align: str,
-    progress: bool,
-    method_options: dict | None,
-    align_options: dict | None,
-    upstream: bool = False,
-    reverse: bool = False,
-    warmup: int = 0,
-) -> list[dict]:
-    """Fuse ``(dataset, scene, inputs)`` into ``<outdir>/<dataset>/<scene><ext>`` (index maps in
-    ``<outdir>/<dataset>/index_maps/``) with one progress bar.
-
-    A scene whose outputs all exist is skipped unless ``overwrite`` (so an interrupted run resumes where it
-    stopped); its summary says ``"skipped": true``. A scene that fails (unreadable layer, too few layers ...) does
-    not stop the others: after the last scene :class:`PartialFailure` lists every failed scene.
-    """
-    fm = get_fusion_method(method)  # an unknown method or bad options fail before the first stack
-    method_options = fm.check_options(method_options or {})
-    ext = ext if ext.startswith(".") else "." + ext
-    if ext.lower() not in IMAGE_EXTENSIONS:
-        raise StackMFFError(f"--ext must be an image extension such as .png or .tif, got {ext!r}")
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise StackMFFError(f"OUTDIR {outdir} is a file; -o takes a folder for the fused images")
-    check_writable_folder(outdir, f"OUTDIR {outdir}")
-    summaries: list[dict] = []
-    warmed: set[str] = set()
-    for dataset, scene, inputs in _progress(scenes, f"fuse {method}", progress):
-        folder = outdir / dataset
-        target = folder / f"{scene}{ext}"
-        imap = folder / "index_maps" / f"{scene}.png" if index_maps else None
-        if not overwrite and target.is_file():  # written with its index map in one go: the scene is finished
-            summaries.append({"dataset": dataset, "scene": scene, "skipped": True, "outputs": [str(target)]})
-            continue
-        up = (
-            {n: folder / n / (scene + (".npy" if n == "depth_index" else ".png")) for n in UPSTREAM_OUTPUTS}
-            if upstream
-            else False
-        )
-        try:
-            if warmup > 0 and dataset not in warmed:  # untimed passes on the dataset's first stack
-                warmed.add(dataset)
-                st = load_stack(inputs, compact=fm.learned)
-                for _ in range(warmup):
-                    fuse_loaded(st, method, align=align, method_options=method_options, align_options=align_options)
-                del st
-            s = fuse_to_file(
-                inputs,
-                target,
-                method,
-                index_map=imap,
-                overwrite=overwrite,
-                align=align,
-                method_options=method_options,
-                align_options=align_options,
-                upstream=up,
-                reverse=reverse,
-            )
-        except (StackMFFError, OSError, MemoryError) as exc:
-            msg = " ".join(str(exc).split()) or type(exc).__name__
-            log.debug("%s/%s failed: %s", dataset, scene, msg)
-            summaries.append({"dataset": dataset, "scene": scene, "error": msg})
-            continue
-        summaries.append({"dataset": dataset, "scene": scene, **s})
-    failed = [s for s in summaries if "error" in s]
-    if failed:
-        done = sum(1 for s in summaries if "error" not in s)
-        listed = "; ".join(f"{s['dataset']}/{s['scene']}: {s['error']}" for s in failed[:3])
-        more = f"; and {len(failed) - 3} more (see --json)" if len(failed) > 3 else ""
-        raise PartialFailure(
-            f"{len(failed)} of {len(summaries)} scenes failed ({listed}{more}); the other {done} are written: "
-            "fix the failed ones and rerun (finished scenes are skipped)",
-            summaries,
-        )
-    return summaries

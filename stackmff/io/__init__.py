@@ -1,4 +1,4 @@
-"""Reading and writing focal stacks, single images and benchmark dataset trees.
+"""Reading and writing focal stacks and single images.
 
 Shape and dtype vocabulary used everywhere in the project:
 
@@ -11,12 +11,11 @@ Conversion from the integer pixel types of files (uint8, uint16) happens only in
 (float32 represents every 16-bit integer exactly).
 
 Modules: :mod:`~stackmff.io.decode` (image files to arrays, pixel types), :mod:`~stackmff.io.stack` (loading a focal
-stack), :mod:`~stackmff.io.write` (encoding, atomic and all-or-nothing writes of any output file),
-:mod:`~stackmff.io.scenes` (benchmark dataset trees).
+stack), :mod:`~stackmff.io.write` (encoding, atomic and all-or-nothing writes of any output file). Benchmark trees of
+stacks and pairs are the application layer's: :mod:`stackmff.benchmark`.
 """
 
 from .decode import IMAGE_EXTENSIONS, from_uint, load_image, read_image_file, to_uint
-from .scenes import PairScene, StackScene, find_pair_scenes, find_stack_scenes
 from .stack import CompactLayer, CompactStack, Stack, collect_files, load_stack, natural_key
 from .write import (
     TEMP_SUFFIX,
@@ -35,16 +34,12 @@ __all__ = [
     "CompactLayer",
     "CompactStack",
     "OutputSet",
-    "PairScene",
     "Stack",
-    "StackScene",
     "atomic_folder",
     "atomic_write",
     "check_output_path",
     "check_writable_folder",
     "collect_files",
-    "find_pair_scenes",
-    "find_stack_scenes",
     "from_uint",
     "load_image",
     "load_stack",

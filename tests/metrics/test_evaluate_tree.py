@@ -13,7 +13,8 @@ from _metric_helpers import blur, two_focus
 from skimage import data
 
 from metrics import psnr, qabf, scd
-from metrics.evaluate import COLUMNS, METRICS, evaluate_images, evaluate_tree, write_table
+from metrics.evaluate import COLUMNS, METRICS, evaluate_images, write_table
+from stackmff.benchmark import evaluate_tree
 from stackmff.cli import main
 from stackmff.errors import StackMFFError
 

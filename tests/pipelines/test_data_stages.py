@@ -11,10 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from _helpers import write_tiny_depth_anything
+from _helpers import load_dvc_yaml, write_tiny_depth_anything
 
 from pipelines.config import DepthParams, ExtractParams, PrepareParams
 from pipelines.stages import depth, extract, prepare
+from stackmff.benchmark import is_benchmark_tree
 from stackmff.errors import StackMFFError
 from stackmff.io import load_image, save_image
 
@@ -119,7 +120,7 @@ def test_prepare_copies_a_benchmark_root_as_it_is(tmp_path):
     save_image(root / "Mobile_Depth" / "AiF" / "keyboard.png", np.ones((3, 8, 8), np.float32))
     for ab in "AB":
         save_image(root / "Lytro" / ab / "lytro-01.png", np.zeros((3, 8, 8), np.float32))
-    assert prepare.is_benchmark_tree(root) and not prepare.is_benchmark_tree(ROOT / "data" / "samples")
+    assert is_benchmark_tree(root) and not is_benchmark_tree(ROOT / "data" / "samples")
     names = prepare.run(PrepareParams(max_side=4), root, tmp_path / "out")
     assert names == ["Lytro", "Mobile_Depth"]
     for f in root.rglob("*.png"):
@@ -129,11 +130,10 @@ def test_prepare_copies_a_benchmark_root_as_it_is(tmp_path):
 
 
 def test_each_extract_stage_depends_on_its_own_raw_folder_which_ships_empty():
-    import yaml
 
     from pipelines.config import load_params
 
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["extract"]
+    stage = load_dvc_yaml(ROOT / "dvc.yaml")["stages"]["extract"]
     assert "data/raw/${item.dataset}" in stage["deps"] and "data/raw" not in stage["deps"]
     tracked = subprocess.run(
         ["git", "ls-files", "data/raw"], cwd=ROOT, capture_output=True, text=True, check=True

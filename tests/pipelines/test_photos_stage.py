@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _helpers import load_dvc_yaml
 
 from pipelines.config import BaseParams, PhotoFolder, PhotosParams, SplitParams, SynthesizeParams, load_params
 from pipelines.stages import photos, synthesize
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_default_params_use_only_pip_installed_sources():
     p = load_params(ROOT / "params.yaml", "photos")
     assert p.sources == ["skimage", "matplotlib"] and p.folders == {}
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    dvc = load_dvc_yaml(ROOT / "dvc.yaml")
     stage = dvc["stages"]["photos"]
     assert stage["outs"] == ["data/photos"] and "data/photos" in dvc["stages"]["synthesize"]["do"]["deps"]
     assert "photos" in (ROOT / "data" / ".gitignore").read_text().split()  # never committed

@@ -12,7 +12,7 @@ from _helpers import write_image
 from PIL import Image
 
 from stackmff.errors import StackMFFError
-from stackmff.io import find_pair_scenes, find_stack_scenes, load_image, load_stack, natural_key, save_image
+from stackmff.io import load_image, load_stack, natural_key, save_image
 
 
 def _rgb(h=24, w=32, seed=0, dtype=np.uint8):
@@ -221,47 +221,6 @@ def test_save_jpeg_of_16bit_request_is_8bit(tmp_path, caplog):
         out = save_image(tmp_path / "a.jpg", np.full((3, 8, 8), 0.5, np.float32), bit_depth=16)
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).dtype == np.uint8
     assert "16-bit" in caplog.text
-
-
-def test_find_stack_scenes(tmp_path):
-    for ds, sub in (("MobileDepth", "dof_stack"), ("Middlebury", "image stack")):
-        for scene in ("s2", "s10"):
-            for i in range(2):
-                write_image(tmp_path / ds / sub / scene / f"{i}.png", _rgb(8, 8))
-    write_image(tmp_path / "MobileDepth" / "AiF" / "s10.png", _rgb(8, 8))
-    scenes = find_stack_scenes(tmp_path)
-    assert [(s.dataset, s.scene) for s in scenes] == [
-        ("Middlebury", "s2"),
-        ("Middlebury", "s10"),
-        ("MobileDepth", "s2"),
-        ("MobileDepth", "s10"),
-    ]
-    gts = {(s.dataset, s.scene): s.ground_truth for s in scenes}
-    assert gts[("MobileDepth", "s10")].name == "s10.png" and gts[("MobileDepth", "s2")] is None
-    assert [s.scene for s in find_stack_scenes(tmp_path, ["Middlebury"])] == ["s2", "s10"]
-    with pytest.raises(StackMFFError, match=r"not found under .*available: Middlebury, MobileDepth"):
-        find_stack_scenes(tmp_path, ["Lytro"])
-    with pytest.raises(StackMFFError, match="no focal stacks found"):
-        find_stack_scenes(tmp_path / "MobileDepth" / "AiF")
-
-
-def test_find_pair_scenes_by_name_and_by_order(tmp_path, caplog):
-    for name in ("p1", "p2"):
-        write_image(tmp_path / "Lytro" / "A" / f"{name}.png", _rgb(8, 8))
-        write_image(tmp_path / "Lytro" / "B" / f"{name}.png", _rgb(8, 8))
-    write_image(tmp_path / "MFFW" / "A" / "x-A.png", _rgb(8, 8))
-    write_image(tmp_path / "MFFW" / "B" / "x-B.png", _rgb(8, 8))
-    with caplog.at_level(logging.WARNING, logger="stackmff"):
-        pairs = find_pair_scenes(tmp_path)
-    assert [(p.dataset, p.scene, p.b.name) for p in pairs] == [
-        ("Lytro", "p1", "p1.png"),
-        ("Lytro", "p2", "p2.png"),
-        ("MFFW", "x-A", "x-B.png"),
-    ]
-    assert "sorted order" in caplog.text
-    write_image(tmp_path / "MFFW" / "A" / "y-A.png", _rgb(8, 8))
-    with pytest.raises(StackMFFError, match="A has 2 images and B has 1"):
-        find_pair_scenes(tmp_path, ["MFFW"])
 
 
 def _noise_stack(folder, n=4, h=300, w=400):
