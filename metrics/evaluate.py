@@ -50,6 +50,7 @@ from . import (
     standard_deviation,
     vif_p,
 )
+from .depth_errors import index_map_errors
 
 __all__ = [
     "COLUMNS",
@@ -73,13 +74,23 @@ class MetricSpec:
     Attributes:
         fn: the metric function.
         needs: ``"reference"`` (fused vs ground truth), ``"sources"`` (fused vs N sources), ``"pair"`` (exactly two
-            sources) or ``"image"`` (fused alone).
+            sources), ``"image"`` (fused alone) or ``"index"`` (the method's index map vs the ground-truth focus index:
+            ``fn(index_map, index_gt, n_layers)``).
         higher_is_better: direction, for reports.
     """
 
     fn: Callable
     needs: str
     higher_is_better: bool
+
+
+def _index_error(key: str) -> Callable:
+    def fn(index_map: np.ndarray, index_gt: np.ndarray, n_layers: int) -> float:
+        return float(index_map_errors(index_map, index_gt, n_layers)[key])
+
+    fn.__name__ = f"index_{key}"
+    fn.__doc__ = f"``{key}`` of :func:`metrics.depth_errors.index_map_errors` (index maps divided by N - 1)."
+    return fn
 
 
 # Table names follow the field's abbreviations. Reference metrics: RGB unless the name says gray.
@@ -105,6 +116,12 @@ METRICS: dict[str, MetricSpec] = {
     "blurred_share": MetricSpec(blurred_share, "sources", False),
     "ghost_share": MetricSpec(ghost_share, "sources", False),
     "scd": MetricSpec(scd, "pair", True),
+    # the upstream evaluation's depth errors (metrics/depth_errors.py) of the method's index map against the
+    # ground-truth focus index, both divided by N - 1; only for methods that pick a layer per pixel
+    **{
+        f"index_{k}": MetricSpec(_index_error(k), "index", False)
+        for k in ("rmse", "mae", "log_rms", "abs_rel", "sq_rel")
+    },
     "sf": MetricSpec(spatial_frequency, "image", True),
     "ag": MetricSpec(average_gradient, "image", True),
     "en": MetricSpec(entropy, "image", True),
@@ -132,27 +149,39 @@ def evaluate_images(
     *,
     sources: np.ndarray | None = None,
     reference: np.ndarray | None = None,
+    index_map: np.ndarray | None = None,
+    index_gt: np.ndarray | None = None,
     metrics: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Compute the applicable metrics for one fused image.
 
-    Metrics whose inputs are missing (no ``reference`` for full-reference metrics, no ``sources``, or N != 2 for
-    ``scd``) are left out. A metric that cannot be computed on these images (e.g. MS-SSIM on images smaller than
+    Metrics whose inputs are missing (no ``reference`` for full-reference metrics, no ``sources``, N != 2 for
+    ``scd``, no ``index_map`` or ``index_gt`` for the index errors) are left out. A metric that cannot be computed on these images (e.g. MS-SSIM on images smaller than
     161 px) gives NaN with a warning. Colour and grayscale inputs are mixed by converting all to luma.
 
     Args:
         fused: ``(C, H, W)`` float in [0, 1].
         sources: ``(N, C, H, W)`` float in [0, 1], same H, W.
         reference: ``(C, H, W)`` ground truth in [0, 1], same H, W.
+        index_map: ``(H, W)`` integer layer per pixel chosen by the method.
+        index_gt: ``(H, W)`` integer ground-truth focus index; the layer count N is ``sources``' (else the largest
+            index + 1).
         metrics: names from :data:`METRICS` (default: all).
 
     Returns:
         ``{metric name: value}`` in the order of ``metrics``.
 
     Raises:
-        StackMFFError: unknown metric name, or sizes of fused / sources / reference differ.
+        StackMFFError: unknown metric name, or sizes of fused / sources / reference / index maps differ.
     """
     names = check_metric_names(metrics)
+    if index_map is not None and index_gt is not None:
+        if np.shape(index_map) != np.shape(index_gt) or tuple(np.shape(index_gt)) != tuple(fused.shape[-2:]):
+            raise StackMFFError(
+                f"index map {np.shape(index_map)}, ground-truth index {np.shape(index_gt)} and fused image "
+                f"{tuple(fused.shape[-2:])} differ in size; index errors need the uncropped index map"
+            )
+        n_layers = sources.shape[0] if sources is not None else int(max(np.max(index_map), np.max(index_gt))) + 1
     channels = {fused.shape[0]}
     if sources is not None:
         channels.add(sources.shape[1])
@@ -179,6 +208,15 @@ def evaluate_images(
             if sources is None or (spec.needs == "pair" and sources.shape[0] != 2):
                 continue
             args = (fused, sources)
+        elif spec.needs == "index":
+            if index_map is None or index_gt is None:
+                continue
+            try:
+                out[name] = spec.fn(index_map, index_gt, n_layers)
+            except ValueError as exc:
+                log.warning("%s not computed: %s", name, exc)
+                out[name] = math.nan
+            continue
         else:
             args = (fused,)
         try:

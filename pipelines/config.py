@@ -136,6 +136,7 @@ class FuseParams:
 
     methods: list[str] = field(default_factory=list)  # registered methods and external tools (no model files)
     learned: list[str] = field(default_factory=list)  # registered methods that load the trained checkpoint
+    upstream: list[str] = field(default_factory=list)  # learned methods also run as <method>_upstream (preset upstream)
     imported: list[str] = field(default_factory=list)  # results imported from data/imported/<method>/
     benchmarks: list[str] = field(default_factory=list)  # folders under data/benchmarks/
     align: dict[str, str] = field(default_factory=dict)  # benchmark -> "none" or an alignment mode

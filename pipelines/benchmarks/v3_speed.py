@@ -59,7 +59,7 @@ import torch
 
 from stackmff.color import luma
 from stackmff.fusion.learned import fuse_stack_v3
-from stackmff.io import atomic_write
+from stackmff.io import atomic_write, load_rgb
 from stackmff.models._reference import UpstreamStyleV3
 from stackmff.models.checkpoint import load_model
 from stackmff.models.registry import create_model
@@ -418,8 +418,7 @@ def openfocus_compare(args: argparse.Namespace) -> dict:
             )
             res = {}
             for who, path, sec, cpu in (("ours", ours, t_ours, cpu_ours), ("openfocus", theirs, t_of, cpu_of)):
-                img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-                img = img[..., ::-1].astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)
+                img = load_rgb(path).transpose(1, 2, 0)  # (H, W, 3) float in [0, 1], RGB (grey repeated)
                 res[who] = {
                     "seconds": round(sec, 2),
                     "cpu_seconds": round(cpu, 2),

@@ -47,18 +47,21 @@ def load_section(params_file: str, section: str):
 
 @task(task_run_name="fuse {method} on {benchmark}", timeout_seconds=3600, cache_result_in_memory=False)
 def fuse(params, method: str, benchmark: str, root: str, *, kind: str) -> str:
-    """Fuse one benchmark with one method; returns the runs JSON path."""
+    """Fuse one benchmark with one method; returns the runs JSON path. Kind ``upstream``: ``method`` is
+    ``<learned method>_upstream``, the learned method's checkpoint through the upstream preset (stage fuse_upstream)."""
     p = load_paths(root)
     runs = p.runs_json(method, benchmark)
+    base = method.removesuffix("_upstream") if kind == "upstream" else method
     t0 = time.perf_counter()
     summary = fuse_stage.run(
         params,
-        method,
+        base,
         p.benchmark(benchmark),
         p.fused_dir(method, benchmark),
         runs,
-        weights=p.model(method) if kind == "learned" else None,
+        weights=p.model(base) if kind in ("learned", "upstream") else None,
         imported=p.imported if kind == "imported" else None,
+        label=method if kind == "upstream" else None,
     )
     _log().info("%s", timing_line(summary, time.perf_counter() - t0))
     return str(runs)
@@ -178,7 +181,8 @@ def benchmark(params_file: str = "params.yaml", root: str = ".", methods: list[s
     Args:
         params_file: the params file (sections fuse, evaluate, report, flows).
         root: repository root holding ``data/`` and ``reports/``.
-        methods: restrict to these method names (default: all of fuse.methods, fuse.learned, fuse.imported).
+        methods: restrict to these method names (default: all of fuse.methods, fuse.learned, the
+            ``<method>_upstream`` of fuse.upstream, fuse.imported).
 
     Returns:
         ``{"report": absolute path of reports/index.html, "headline": {dataset: {method: {metric: mean}}},
@@ -188,7 +192,7 @@ def benchmark(params_file: str = "params.yaml", root: str = ".", methods: list[s
     ep = load_section(params_file, "evaluate")
     rp = load_section(params_file, "report")
     jobs = [(m, "registered") for m in fp.methods] + [(m, "learned") for m in fp.learned]
-    jobs += [(m, "imported") for m in fp.imported]
+    jobs += [(f"{m}_upstream", "upstream") for m in fp.upstream] + [(m, "imported") for m in fp.imported]
     if methods:
         jobs = [j for j in jobs if j[0] in set(methods)]
     fused = {(m, b): fuse.submit(fp, m, b, root, kind=k) for m, k in jobs for b in fp.benchmarks}

@@ -37,13 +37,15 @@ def run(
     *,
     weights: str | Path | None = None,
     imported: str | Path | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """Fuse ``benchmark`` with ``method`` into ``out`` (replacing what is there); write the run summary to ``runs``.
 
-    ``params.align[<benchmark folder name>]`` picks the alignment, ``params.options[method]`` the options (``weights``
-    added for learned methods).
+    ``params.align[<benchmark folder name>]`` picks the alignment, ``params.options[label or method]`` the options
+    (``weights`` added for learned methods); ``label`` names the run (a registered method with other options, e.g.
+    ``stackmff_v3_upstream``).
     """
-    options = dict(params.options.get(method, {}))
+    options = dict(params.options.get(label or method, {}))
     if weights is not None and method_kind(method, imported=imported) == "registered":
         options.setdefault("weights", str(weights))
     Path(out).mkdir(parents=True, exist_ok=True)  # DVC needs the folder, also when the method is absent
@@ -55,6 +57,7 @@ def run(
         method_options=options,
         index_maps=params.index_maps,
         imported=imported,
+        label=label,
         overwrite=True,
     )
     write_json(runs, summary)
@@ -66,12 +69,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--method", required=True, help="registered method, external tool or imported method name")
     p.add_argument("--weights", help="trained checkpoint for learned methods")
     p.add_argument("--imported", help="results root <results>/<method>/<dataset>/<scene>.<ext> (imported methods)")
+    p.add_argument("--as", dest="label", help="report the run under this name (options from fuse.options.<name>)")
     p.add_argument("benchmark", help="benchmark tree")
     p.add_argument("out", help="output folder of fused images")
     p.add_argument("runs", help="runs JSON (runtime, memory, status)")
     a = p.parse_args(argv)
-    s = run(load_params(a.params, "fuse"), a.method, a.benchmark, a.out, a.runs, weights=a.weights, imported=a.imported)
-    log.info("%s on %s: %s (%d scenes)", a.method, Path(a.benchmark).name, s["status"], len(s["scenes"]))
+    params = load_params(a.params, "fuse")
+    s = run(params, a.method, a.benchmark, a.out, a.runs, weights=a.weights, imported=a.imported, label=a.label)
+    log.info("%s on %s: %s (%d scenes)", s["method"], Path(a.benchmark).name, s["status"], len(s["scenes"]))
     return 0
 
 

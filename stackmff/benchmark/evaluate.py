@@ -2,9 +2,11 @@
 stages and the Prefect benchmark flow).
 
 Layouts: fused results ``<fused_root>/<dataset>/<scene>.<ext>`` (what :func:`~stackmff.benchmark.fuse_tree`
-writes, and how the StackMFF authors publish their results); the benchmark tree of :func:`find_scenes` (stacks with
-optional ``AiF/`` ground truth, and pairs). Full-reference metrics only where a ground truth exists; ``scd`` only for
-pairs (:data:`metrics.evaluate.METRICS`).
+writes, and how the StackMFF authors publish their results), with the method's index maps in
+``<fused_root>/<dataset>/index_maps/<scene>.png`` where it has them; the benchmark tree of :func:`find_scenes`
+(stacks with optional ``AiF/`` ground truth and ``focus_index_gt/``, and pairs). Full-reference metrics only where a
+ground truth exists, index errors where both index maps exist, ``scd`` only for pairs
+(:data:`metrics.evaluate.METRICS`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..errors import StackMFFError
 from ..io import IMAGE_EXTENSIONS, load_image, load_stack
 from .scenes import find_scenes
 
-__all__ = ["evaluate_tree", "find_fused"]
+__all__ = ["evaluate_tree", "find_fused", "find_index_map"]
 
 log = logging.getLogger("stackmff")
 
@@ -40,6 +42,20 @@ def find_fused(fused_root: str | os.PathLike, dataset: str, scene: str) -> Path 
             if cand.is_file():
                 return cand
     return None
+
+
+def find_index_map(fused_root: str | os.PathLike, dataset: str, scene: str) -> Path | None:
+    """The method's index map ``<fused_root>/<dataset>/index_maps/<scene>.png`` (16-bit layer numbers), or None."""
+    path = Path(fused_root) / dataset / "index_maps" / f"{scene}.png"
+    return path if path.is_file() else None
+
+
+def _read_index_map(path: Path) -> np.ndarray:
+    """A 16-bit index-map PNG as ``(H, W)`` int64 layer numbers (exact: the file holds the integers)."""
+    from ..io import read_image_file
+
+    arr = read_image_file(path)[0][0]
+    return np.asarray(arr[..., 0] if arr.ndim == 3 else arr).astype(np.int64)
 
 
 def _sharpest(stack: np.ndarray) -> np.ndarray:
@@ -145,7 +161,17 @@ def evaluate_tree(
             if fused.shape[-2:] != target:
                 # the ground truth is the best anchor (as upstream); without one, the sharpest source layer
                 fused = _register(fused, reference if reference is not None else _sharpest(sources))
-        values = evaluate_images(fused, sources=sources, reference=reference, metrics=names)
+        index_map = index_gt = None
+        imap = find_index_map(fused_root, sc.dataset, sc.scene)
+        if imap is not None and sc.index_gt is not None:
+            index_map, index_gt = _read_index_map(imap), np.load(sc.index_gt)
+            if index_map.shape != index_gt.shape or index_gt.shape != tuple(fused.shape[-2:]):
+                log.warning("%s: index map %s vs ground truth %s: index errors skipped", sc.name, index_map.shape,
+                            index_gt.shape)  # fmt: skip
+                index_map = index_gt = None
+        values = evaluate_images(
+            fused, sources=sources, reference=reference, index_map=index_map, index_gt=index_gt, metrics=names
+        )
         rows.extend((method, sc.dataset, sc.scene, k, v) for k, v in values.items())
     if absent and len(absent) < len(scenes):
         log.warning(

@@ -183,6 +183,7 @@ def fuse_tree(
     reverse: bool = False,
     warmup: int = 0,
     imported: str | os.PathLike | None = None,
+    label: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Fuse every scene of the benchmark tree ``root`` into ``<out>/<dataset>/<scene><ext>`` and summarise the run.
@@ -205,6 +206,8 @@ def fuse_tree(
         warmup: fuse each dataset's first stack this many times, untimed, before its stacks are timed (upstream's
             timing protocol: per-dataset means leave out one-off start-up costs).
         imported: the results root; the method reads ``<imported>/<method>/<dataset>/<scene>.<ext>``.
+        label: the name the run is reported under (default ``method``), e.g. ``stackmff_v3_upstream`` for
+            ``stackmff_v3`` with ``preset="upstream"``: one registered method, two rows of the report.
         progress: show a progress bar.
 
     Returns:
@@ -224,7 +227,7 @@ def fuse_tree(
     if out.exists() and not out.is_dir():
         raise StackMFFError(f"output folder {out} is a file; -o takes a folder for the fused images")
     summary: dict[str, Any] = {
-        "method": method,
+        "method": label or method,
         "kind": kind,
         "benchmark": Path(root).name,
         "align": align,
@@ -235,12 +238,15 @@ def fuse_tree(
     }
     tool = None
     options = dict(method_options or {})
+    if label is not None and label != method:
+        summary["base_method"] = method
     if kind == "registered":
         from ..fusion import get_fusion_method
 
         fm = get_fusion_method(method)
         options = fm.check_options(options)  # bad options fail before the first scene
         summary["kind"] = "learned" if fm.learned else "registered"
+        summary["options"] = {k: v for k, v in options.items() if k != "weights"}
     elif kind == "external":
         tool = external_tool(method, options)
         summary["version"] = tool.version_string()

@@ -39,6 +39,8 @@ class Scene:
         kind: ``"stack"`` (a folder of layers) or ``"pair"`` (two files).
         inputs: what the loader reads: ``(stack folder,)`` or ``(A file, B file)``.
         ground_truth: the all-in-focus image ``<dataset>/AiF/<scene>.<ext>`` of a stack, when there is one.
+        index_gt: the ground-truth focus index ``<dataset>/focus_index_gt/<scene>.npy`` (``(H, W)`` layer per
+            pixel, as the synthesis writes it), when there is one.
     """
 
     dataset: str
@@ -46,6 +48,7 @@ class Scene:
     kind: SceneKind
     inputs: tuple[Path, ...]
     ground_truth: Path | None = None
+    index_gt: Path | None = None
 
     def output(self, out: str | os.PathLike, ext: str = ".png") -> Path:
         """The fused result's path under the output root ``out``."""
@@ -90,7 +93,18 @@ def _stack_scenes(root: Path) -> list[Scene]:
         sdir = _stack_dir(ddir)
         assert sdir is not None
         for scene_dir in sorted((q for q in sdir.iterdir() if q.is_dir()), key=natural_key):
-            scenes.append(Scene(ddir.name, scene_dir.name, "stack", (scene_dir,), _find_gt(ddir, scene_dir.name)))
+            name = scene_dir.name
+            index_gt = ddir / "focus_index_gt" / f"{name}.npy"
+            scenes.append(
+                Scene(
+                    ddir.name,
+                    name,
+                    "stack",
+                    (scene_dir,),
+                    _find_gt(ddir, name),
+                    index_gt if index_gt.is_file() else None,
+                )
+            )
     return scenes
 
 

@@ -14,11 +14,10 @@ import logging
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import StackMFFError
-from ..io import IMAGE_EXTENSIONS, natural_key, save_image
+from ..io import IMAGE_EXTENSIONS, natural_key, read_rgb8, save_image
 
 __all__ = ["estimate_depth", "load_depth_model"]
 
@@ -118,10 +117,7 @@ def estimate_depth(
     model, processor, device, torch_dtype = load_depth_model(checkpoint, device=device, dtype=dtype)
 
     def read(p: Path) -> np.ndarray:
-        arr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if arr is None:
-            raise StackMFFError(f"cannot read {p}; remove or re-export it")
-        return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+        return read_rgb8(p)
 
     # group by size from the headers would need a decode anyway; decode lazily per batch, group within a window
     written = 0

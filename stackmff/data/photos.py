@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from ..errors import StackMFFError
-from ..io import atomic_folder
+from ..io import atomic_folder, read_rgb8
 from .procedural import _fit_disparity, _oriented_crop, _shape_mask
 from .rgbd import RGBDScene
 
@@ -111,10 +111,7 @@ def _builtin(source: str) -> Iterator[tuple[str, np.ndarray, str]]:
             path = root / fname
             if not path.is_file():
                 continue
-            arr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if arr is None:  # pragma: no cover
-                continue
-            yield Path(fname).stem, cv2.cvtColor(arr, cv2.COLOR_BGR2RGB), lic
+            yield Path(fname).stem, read_rgb8(path), lic
     else:
         raise StackMFFError(f"unknown photo source {source!r}; use one of {', '.join(PHOTO_SOURCES)} or a folder")
 
@@ -139,12 +136,13 @@ def _folder(path: Path, licence: str, include: Sequence[str] = ()) -> Iterator[t
             largest[p.parent] = p
     files = [p for p in files if p.parent.name != "images" or largest[p.parent] == p]
     for p in files:
-        arr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if arr is None:
-            log.warning("%s: not a readable image; skipped", p)
+        try:
+            arr = read_rgb8(p)
+        except StackMFFError as exc:
+            log.warning("%s; skipped", exc)
             continue
         name = "_".join(p.relative_to(path).with_suffix("").parts)
-        yield name, cv2.cvtColor(arr, cv2.COLOR_BGR2RGB), licence
+        yield name, arr, licence
 
 
 def collect_photos(
@@ -231,10 +229,7 @@ def _bank(folder: str, max_side: int) -> tuple[np.ndarray, ...]:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _EXT and p.is_file())
     out = []
     for p in files:
-        arr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if arr is None:
-            continue
-        img = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB).astype(np.float32) / np.float32(255.0)
+        img = read_rgb8(p).astype(np.float32) / np.float32(255.0)
         h, w = img.shape[:2]
         s = max_side / max(h, w)
         if s < 1.0:

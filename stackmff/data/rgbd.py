@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from ..errors import StackMFFError
-from ..io import load_image, read_image_file
+from ..io import load_rgb, read_image_file
 
 __all__ = ["RGBDScene", "load_rgbd_samples"]
 
@@ -69,12 +69,6 @@ def _normalise_disparity(disp: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.clip(_fill_nearest(out, valid), 0.0, 1.0).astype(np.float32)
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    """``(3, H, W)`` float32 in [0, 1]; a grey image is repeated to three channels."""
-    img, _ = load_image(path)
-    return np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img
-
-
 def _read_depth(path: Path) -> np.ndarray:
     """The stored integers of a depth or disparity file ``(H, W)`` (uint8/uint16; the first channel of a colour
     file, e.g. Middlebury's grey-as-RGB PNG)."""
@@ -111,7 +105,7 @@ def _read_pgm_raw(path: Path) -> np.ndarray:
 
 
 def _middlebury(scene_dir: Path) -> RGBDScene:
-    image = _read_rgb(scene_dir / "image.png")
+    image = load_rgb(scene_dir / "image.png")
     raw = _read_depth(scene_dir / "disparity_gt.png").astype(np.float32)
     valid = raw > 0  # 0 = unknown / occluded
     return RGBDScene(
@@ -124,7 +118,7 @@ def _open3d(scene_dir: Path, include_unregistered: bool) -> RGBDScene | None:
     if name == "nyu":
         if not include_unregistered:
             return None
-        image = _read_rgb(scene_dir / "image.ppm")
+        image = load_rgb(scene_dir / "image.ppm")
         raw = _read_pgm_raw(scene_dir / "depth_raw.pgm")
         if np.median(raw) > 2047:  # Kinect raw values are 11-bit; this file was written little-endian
             raw = raw.byteswap()
@@ -133,20 +127,20 @@ def _open3d(scene_dir: Path, include_unregistered: bool) -> RGBDScene | None:
         valid = (raw > 0) & (raw < 1090)
         depth = np.where(valid, 351.3 / np.maximum(1092.5 - raw, 1e-3), 0.0)
     elif name == "sun":
-        image = _read_rgb(scene_dir / "image.jpg")
+        image = load_rgb(scene_dir / "image.jpg")
         raw = _read_depth(scene_dir / "depth.png").astype(np.uint16)
         # SUN RGB-D stores millimetres circularly shifted by 3 bits
         depth = ((raw >> 3) | (raw << 13)).astype(np.float64) / 1000.0
         valid = (raw > 0) & (depth < 20.0)
     elif name == "tum":
-        image = _read_rgb(scene_dir / "image.png")
+        image = load_rgb(scene_dir / "image.png")
         raw = _read_depth(scene_dir / "depth.png").astype(np.float64)
         depth, valid = raw / 5000.0, raw > 0
     else:
         img_path = next((p for p in (scene_dir / "image.jpg", scene_dir / "image.png") if p.exists()), None)
         if img_path is None or not (scene_dir / "depth.png").exists():
             return None
-        image = _read_rgb(img_path)
+        image = load_rgb(img_path)
         raw = _read_depth(scene_dir / "depth.png").astype(np.float64)
         depth, valid = raw / 1000.0, raw > 0
     if not valid.any():

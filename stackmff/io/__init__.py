@@ -15,7 +15,7 @@ stack), :mod:`~stackmff.io.write` (encoding, atomic and all-or-nothing writes of
 stacks and pairs are the application layer's: :mod:`stackmff.benchmark`.
 """
 
-from .decode import IMAGE_EXTENSIONS, from_uint, load_image, read_image_file, to_uint
+from .decode import IMAGE_EXTENSIONS, from_uint, load_image, load_rgb, read_image_file, read_rgb8, to_uint
 from .stack import CompactLayer, CompactStack, Stack, collect_files, load_stack, natural_key
 from .write import (
     TEMP_SUFFIX,
@@ -42,9 +42,11 @@ __all__ = [
     "collect_files",
     "from_uint",
     "load_image",
+    "load_rgb",
     "load_stack",
     "natural_key",
     "read_image_file",
+    "read_rgb8",
     "save_image",
     "sweep_stale_temps",
     "to_uint",

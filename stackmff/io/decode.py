@@ -22,7 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import StackMFFError
 
-__all__ = ["IMAGE_EXTENSIONS", "from_uint", "load_image", "read_image_file", "to_uint"]
+__all__ = ["IMAGE_EXTENSIONS", "from_uint", "load_image", "load_rgb", "read_image_file", "read_rgb8", "to_uint"]
 
 log = logging.getLogger("stackmff")
 
@@ -333,3 +333,31 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         log.warning("%s: alpha channel dropped", path)
     img, bits = from_uint(_normalise_types(arrays[:1], [Path(path).name])[0])
     return (img[None] if img.ndim == 2 else img.transpose(2, 0, 1)).copy(), bits
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Load one image as ``(3, H, W)`` float32 in [0, 1] (:func:`load_image`; a grey image repeated to RGB)."""
+    img, _ = load_image(path)
+    return np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img
+
+
+def read_rgb8(path: str | os.PathLike) -> np.ndarray:
+    """Decode one image as ``(H, W, 3)`` uint8 RGB: the first page, alpha dropped, grey repeated, 16 bits reduced to
+    8 by dropping the low byte — the pixels OpenCV's ``imread(path, IMREAD_COLOR)`` gives (in RGB order), with this
+    package's checks (decompression bombs, truncated files: one-line :class:`StackMFFError`).
+
+    Examples:
+        >>> import tempfile, pathlib, cv2
+        >>> path = str(pathlib.Path(tempfile.mkdtemp()) / "g16.png")
+        >>> _ = cv2.imwrite(path, np.full((2, 3), 0x1234, np.uint16))
+        >>> read_rgb8(path)[0, 0].tolist()
+        [18, 18, 18]
+    """
+    arr = read_image_file(path)[0][0]
+    if arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise StackMFFError(f"{path}: {arr.dtype} pixels; expected an 8- or 16-bit image")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return np.ascontiguousarray(arr[..., :3])

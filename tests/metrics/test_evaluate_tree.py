@@ -127,3 +127,20 @@ def test_cli(tree, tmp_path, capsys):
     assert err.count("\n") == 1 and "exists" in err
     assert main([*args, "--overwrite", "--metrics", "nope"]) == 2
     assert "unknown metric" in capsys.readouterr().err
+
+
+def test_index_errors_need_both_maps_and_equal_sizes():
+    rng = np.random.default_rng(0)
+    fused = rng.random((3, 16, 16), dtype=np.float32)
+    gt = rng.integers(0, 4, (16, 16))
+    pred = gt.copy()
+    pred[:4] = 3 - pred[:4]  # a quarter of the pixels wrong
+    want = np.sqrt(np.mean(((pred - gt) / 3.0) ** 2))
+    got = evaluate_images(fused, index_map=pred, index_gt=gt, metrics=["index_rmse", "index_mae", "sf"])
+    assert got["index_rmse"] == pytest.approx(want) and got["index_mae"] == pytest.approx(
+        np.mean(np.abs(pred - gt)) / 3
+    )
+    assert set(evaluate_images(fused, index_map=pred, metrics=["index_rmse", "sf"])) == {"sf"}  # no ground truth
+    assert not METRICS["index_rmse"].higher_is_better
+    with pytest.raises(StackMFFError, match="differ in size"):
+        evaluate_images(fused, index_map=pred[:8], index_gt=gt[:8], metrics=["index_rmse"])

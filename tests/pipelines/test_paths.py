@@ -26,18 +26,25 @@ def test_flow_paths_are_the_paths_dvc_resolves():
     with Repo(str(ROOT)) as repo:
         stages = {st.addressing: st for st in repo.index.stages}
     checked = 0
-    for family, methods in (("", fuse.methods), ("_learned", fuse.learned), ("_imported", fuse.imported)):
-        for m in methods:
+    families = (
+        ("", fuse.methods),
+        ("_learned", fuse.learned),
+        ("_upstream", fuse.upstream),
+        ("_imported", fuse.imported),
+    )
+    for family, methods in families:
+        for base in methods:
+            m = f"{base}_upstream" if family == "_upstream" else base
             for b in fuse.benchmarks:
-                st = stages[f"fuse{family}@{m}-{b}"]
+                st = stages[f"fuse{family}@{base}-{b}"]
                 assert [str(o.def_path) for o in st.outs] == [_rel(paths.fused_dir(m, b)), _rel(paths.runs_json(m, b))]
                 words = shlex.split(st.cmd)
                 assert _rel(paths.benchmark(b)) in words
-                if family == "_learned":
-                    assert words[words.index("--weights") + 1] == _rel(paths.model(m))
+                if family in ("_learned", "_upstream"):
+                    assert words[words.index("--weights") + 1] == _rel(paths.model(base))
                 if family == "_imported":
                     assert words[words.index("--imported") + 1] == _rel(paths.imported)
-                ev = stages[f"evaluate{family}@{m}-{b}"]
+                ev = stages[f"evaluate{family}@{base}-{b}"]
                 assert [str(o.def_path) for o in ev.outs] == [_rel(paths.metrics_csv(m, b))]
                 assert shlex.split(ev.cmd)[-3:] == [_rel(paths.benchmark(b)), _rel(paths.fused_dir(m, b)),
                                                     _rel(paths.metrics_csv(m, b))]  # fmt: skip

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,6 +25,8 @@ from pipelines.stages import evaluate, fuse, prepare, report, synthesize
 from stackmff.errors import StackMFFError
 from stackmff.io import load_image, save_image
 from stackmff.peers import get_peer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +228,48 @@ def test_report_puts_blur_check_under_crops_of_scenes_without_ground_truth(tmp_p
     view = SceneView("samples", "pcb", {m: tmp_path / f"{m}.png" for m in ("v3", "lp")}, captions=caps)
     build_html(tmp_path / "index.html", title="t", scenes=[view], crop=16)
     assert "sharpness 0.97 · blurred 1% · extra edges 0%" in (tmp_path / "index.html").read_text()
+
+
+def test_a_labelled_run_is_a_registered_method_with_its_own_options_and_index_errors(bench, tmp_path):
+    """fuse --as: one registered method reported twice (the fuse_upstream family); index errors vs focus_index_gt."""
+    fp = FuseParams(options={"focus_measure_w9": {"window": 9}})
+    runs = tmp_path / "runs.json"
+    s = fuse.run(fp, "focus_measure", bench, tmp_path / "f9", runs, label="focus_measure_w9")
+    assert (s["method"], s["base_method"], s["options"]) == ("focus_measure_w9", "focus_measure", {"window": 9})
+    plain = fuse.run(FuseParams(), "focus_measure", bench, tmp_path / "f", tmp_path / "p.json")
+    assert "base_method" not in plain
+    a = load_image(tmp_path / "f9" / "proc" / "0000.png")[0]
+    b = load_image(tmp_path / "f" / "proc" / "0000.png")[0]
+    assert np.abs(a - b).max() > 0  # the label's options were used
+    df = evaluate.run(
+        EvaluateParams(metrics=["psnr", "index_rmse", "index_mae"]),
+        "focus_measure_w9",
+        bench,
+        tmp_path / "f9",
+        tmp_path / "m.csv",
+    )
+    assert set(df["method"]) == {"focus_measure_w9"} and set(df["metric"]) == {"psnr", "index_rmse", "index_mae"}
+    # independent check of one value: RMSE of index / (N - 1) against the synthesis' ground-truth index
+    imap = cv2.imread(str(tmp_path / "f9" / "proc" / "index_maps" / "0001.png"), cv2.IMREAD_UNCHANGED).astype(float)
+    gt = np.load(bench / "proc" / "focus_index_gt" / "0001.npy").astype(float)
+    n = len(list((bench / "proc" / "dof_stack" / "0001").glob("*.png")))
+    want = np.sqrt(np.mean(((imap - gt) / (n - 1)) ** 2))
+    got = df[(df.dataset == "proc") & (df.scene == "0001") & (df.metric == "index_rmse")]["value"].item()
+    assert got == pytest.approx(want, rel=1e-9) and 0 < got < 0.5
+
+
+def test_every_upstream_run_uses_the_upstream_preset():
+    """fuse.upstream methods are reported as <method>_upstream: their options must select the upstream preset, in the
+    default params and in every profile (a profile replacing fuse.options would otherwise run the default)."""
+    from pipelines.config import load_yaml
+
+    default = load_yaml(ROOT / "params.yaml")["fuse"]
+    assert default["upstream"] == ["stackmff_v3"]
+    configs = [("params.yaml", default["options"])]
+    for prof in sorted((ROOT / "pipelines" / "profiles").glob("*.yaml")):
+        opts = (load_yaml(prof).get("set") or {}).get("fuse.options")
+        if opts is not None:
+            configs.append((prof.name, opts))
+    for name, opts in configs:
+        for m in default["upstream"]:
+            assert opts.get(f"{m}_upstream", {}).get("preset") == "upstream", name

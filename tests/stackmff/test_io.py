@@ -300,3 +300,28 @@ def test_v3_and_alignment_give_the_same_result_on_a_compact_stack(tmp_path):
     rb = align_stack(comp.images, mode="translation", skip_tolerance=0)
     # a compact stack is aligned into 16-bit layers (half the memory of float32): within half a 16-bit step
     np.testing.assert_allclose(np.asarray(rb.images), ra.images, rtol=0, atol=0.5 / 65535 + 1e-7)
+
+
+@pytest.mark.parametrize(
+    ("name", "array"),
+    [
+        ("rgb.jpg", np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8)),
+        ("grey.png", np.random.default_rng(2).integers(0, 256, (20, 24), dtype=np.uint8)),
+        ("rgb16.png", np.random.default_rng(3).integers(0, 65536, (20, 24, 3), dtype=np.uint16)),
+        ("rgba.png", np.random.default_rng(4).integers(0, 256, (20, 24, 4), dtype=np.uint8)),
+    ],
+)
+def test_read_rgb8_gives_opencvs_colour_pixels(tmp_path, name, array):
+    """The one 8-bit RGB reader (photo bank, Depth Anything input) decodes as cv2.imread(IMREAD_COLOR) does."""
+    from stackmff.io import load_rgb, read_rgb8
+
+    path = tmp_path / name
+    assert cv2.imwrite(str(path), array)
+    want = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    got = read_rgb8(path)
+    assert got.dtype == np.uint8 and got.shape == (20, 24, 3)
+    np.testing.assert_array_equal(got, want)
+    assert load_rgb(path).shape == (3, 20, 24)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(StackMFFError, match="cannot read"):
+        read_rgb8(tmp_path / "bad.png")
