@@ -253,8 +253,9 @@ def fuse_to_file(
         if isinstance(align_options["transforms"], (str, Path)):
             load_transforms(align_options["transforms"])  # a missing or malformed file fails now, not after loading
     t0 = time.perf_counter()
-    # the learned methods read the stack region by region: keep the decoded 8/16-bit pixels (4x/2x less memory)
-    stack = load_stack(files, compact=fm.learned)
+    # every method reads the stack layer by layer or region by region: keep the decoded 8/16-bit pixels (4x/2x less
+    # memory than float32), converted where they are read
+    stack = load_stack(files, compact=True)
     t_load = time.perf_counter() - t0
     with OutputSet(overwrite=overwrite) as outs:
         result, info = fuse_loaded(
