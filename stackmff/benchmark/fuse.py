@@ -304,7 +304,8 @@ def _warm_up(scene: Scene, method: str, times: int, **kwargs: Any) -> None:
     from ..fusion import get_fusion_method
     from ..fusion.run import fuse_loaded
 
-    stack = load_stack(list(scene.inputs), compact=get_fusion_method(method).learned)
+    get_fusion_method(method)  # an unknown name fails before loading
+    stack = load_stack(list(scene.inputs), compact=True)  # as fuse_to_file loads it, for every method
     for _ in range(times):
         fuse_loaded(stack, method, **kwargs)
 

@@ -117,7 +117,10 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
         "--memory-budget",
         type=_positive_int,
         metavar="MB",
-        help="working memory of learned methods in MB (default: from the image size and the free memory)",
+        help="memory of the learned methods' network tiles in MB (default: from the image size and the free "
+        "memory); not the whole command: its peak is about libraries + stack (8/16-bit) + aligned 16-bit copy "
+        "(when layers are warped) + output + this budget + 2 bytes per layer-pixel (default pyramid gather), and a "
+        "stack whose estimate exceeds the free memory is refused before fusing",
     )
     perf.add_argument(
         "--threads",

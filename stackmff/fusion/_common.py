@@ -10,13 +10,27 @@ from ..color import luma
 from ..errors import StackMFFError
 
 
-def prepare_stack(stack: np.ndarray) -> np.ndarray:
-    """Validate a ``(N, C, H, W)`` stack and return it as C-contiguous float32 (no copy when already so)."""
+def prepare_stack(stack):
+    """Validate a ``(N, C, H, W)`` stack and return it as C-contiguous float32 (no copy when already so).
+
+    A :class:`~stackmff.io.CompactStack` (the decoded 8/16-bit layers ``stackmff fuse`` loads) is returned as it is:
+    the methods read it one layer at a time (:func:`layer`), each converted exactly as :func:`~stackmff.io.load_stack`
+    converts it, so the result is the same while only one float32 layer exists at a time instead of the whole stack.
+    """
+    from ..io import CompactStack  # (imported here: io is only needed for the compact case)
+
     check_stack(stack)
+    if isinstance(stack, CompactStack):
+        return stack  # decoded integers (or a float TIFF checked for NaN when it was loaded): finite
     out = np.ascontiguousarray(stack, dtype=np.float32)
     if not np.isfinite(out).all():
         raise StackMFFError("stack contains NaN or infinite values; load images with stackmff.io.load_stack.")
     return out
+
+
+def layer(stack, k: int) -> np.ndarray:
+    """Layer ``k`` of a :func:`prepare_stack` result as ``(C, H, W)`` float32 (a view of a float32 array)."""
+    return np.asarray(stack[k], dtype=np.float32)
 
 
 def luma_hwc(x: np.ndarray) -> np.ndarray:
@@ -94,12 +108,40 @@ def majority_filter(labels: np.ndarray, size: int) -> np.ndarray:
 
 
 def gather(stack: np.ndarray, index_map: np.ndarray) -> np.ndarray:
-    """Pick, per pixel, the pixel of layer ``index_map[y, x]``: ``(N, C, H, W)``, ``(H, W)`` -> ``(C, H, W)``."""
-    idx = np.broadcast_to(index_map[None, None].astype(np.intp), (1, *stack.shape[1:]))
-    return np.take_along_axis(stack, idx, axis=0)[0]
+    """Pick, per pixel, the pixel of layer ``index_map[y, x]``: ``(N, C, H, W)``, ``(H, W)`` -> ``(C, H, W)``.
+
+    One layer at a time (a compact stack is converted layer by layer), so the memory is the output, one layer and a
+    mask besides the stack."""
+    _n, c, h, w = stack.shape
+    out = np.zeros((c, h, w), np.float32)
+    for k in np.unique(index_map):
+        mask = index_map == k
+        out[:, mask] = layer(stack, int(k))[:, mask]
+    return out
 
 
 def auto_levels(height: int, width: int, *, coarsest: int = 8, max_levels: int = 10) -> int:
     """Number of decomposition levels so that the coarsest band is about ``coarsest`` pixels on its short side."""
     short = min(height, width)
     return int(max(1, min(max_levels, np.floor(np.log2(max(short, 2) / coarsest)))))
+
+
+def pyr_down_strips(read_rows, h: int, strip_rows: int) -> np.ndarray:
+    """``cv2.pyrDown`` of an ``(h, W, C)`` image read ``read_rows(r0, r1)`` a strip at a time; equals the whole one.
+
+    Output row i needs input rows 2i-2..2i+2: each strip of output rows is computed from its input rows plus 4 rows
+    of margin (even, so the 2:1 phase is kept), and the rows a strip border could reach are cut off.
+    """
+    h_out = (h + 1) // 2
+    out = None
+    half = max(1, strip_rows // 2)
+    for o0 in range(0, h_out, half):
+        o1 = min(h_out, o0 + half)
+        a0, a1 = max(0, 2 * o0 - 4), min(h, 2 * o1 + 4)
+        x = read_rows(a0, a1)
+        d = cv2.pyrDown(x, borderType=cv2.BORDER_REFLECT_101)
+        d = d.reshape(d.shape[0], d.shape[1], x.shape[2])
+        if out is None:
+            out = np.empty((h_out, *d.shape[1:]), d.dtype)
+        out[o0:o1] = d[o0 - a0 // 2 : o1 - a0 // 2]
+    return out

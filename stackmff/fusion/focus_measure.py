@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from .._checks import check_choice
-from ._common import gather, guided_filter, luma, majority_filter, prepare_stack
+from ._common import gather, guided_filter, layer, luma, majority_filter, prepare_stack
 from .registry import FusionResult, register_method
 
 __all__ = ["focus_measure", "fuse_focus_measure"]
@@ -99,7 +99,7 @@ def fuse_focus_measure(
     second = np.full((h, w), -np.inf, np.float32)
     index = np.zeros((h, w), np.int64)
     for k in range(n):  # one layer at a time: memory stays O(H W) beyond the input
-        gray = luma(stack[k])
+        gray = luma(layer(stack, k))
         fm = focus_measure(gray, measure=measure, window=window)
         if radius > 0:
             fm = guided_filter(gray, fm, radius, smooth_eps)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ._common import guided_filter, luma, prepare_stack, to_chw, to_hwc
+from ._common import guided_filter, layer, luma, prepare_stack, to_chw, to_hwc
 from .registry import FusionResult, register_method
 
 __all__ = ["fuse_guided_filter", "gff_saliency"]
@@ -76,7 +76,7 @@ def fuse_guided_filter(
     best = np.full((h, w), -np.inf, np.float32)
     argmax = np.zeros((h, w), np.int32)
     for k in range(n):
-        sal = gff_saliency(luma(stack[k]))
+        sal = gff_saliency(luma(layer(stack, k)))
         better = sal > best
         best = np.where(better, sal, best)
         argmax[better] = k
@@ -90,8 +90,8 @@ def fuse_guided_filter(
     sum_wd = np.zeros((h, w), np.float32)
     ks = (average_size, average_size)
     for k in range(n):
-        img = to_hwc(stack[k])
-        gray = luma(stack[k])
+        lay = layer(stack, k)
+        img, gray = to_hwc(lay), luma(lay)
         p = (argmax == k).astype(np.float32)
         wb = np.clip(guided_filter(gray, p, r1_eff, eps1), 0.0, 1.0)
         wd = np.clip(guided_filter(gray, p, r2_eff, eps2), 0.0, 1.0)

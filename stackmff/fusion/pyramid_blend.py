@@ -14,7 +14,7 @@ import numpy as np
 
 from .._checks import check_layers
 from ..errors import StackMFFError
-from ._common import auto_levels, luma_hwc
+from ._common import auto_levels, luma_hwc, pyr_down_strips
 from .laplacian_pyramid import build_laplacian_pyramid, collapse_laplacian_pyramid
 
 __all__ = ["pyramid_blend"]
@@ -118,8 +118,8 @@ def pyramid_blend(
     coarse = [_OnlineSoftmax(alpha, beta, window, exclude) for _ in range(levels - 1)]
     base = None
     for k in range(n):
-        g1 = _pyr_down_strips(lambda r0, r1, k=k: layer_rows(k, r0, r1), h, strip_rows)
-        prob = _pyr_down_strips(lambda r0, r1, k=k: prob_rows(k, r0, r1), h, strip_rows)[..., 0]
+        g1 = pyr_down_strips(lambda r0, r1, k=k: layer_rows(k, r0, r1), h, strip_rows)
+        prob = pyr_down_strips(lambda r0, r1, k=k: prob_rows(k, r0, r1), h, strip_rows)[..., 0]
         bands = build_laplacian_pyramid(g1[..., 0] if c == 1 else g1, levels - 1)
         del g1
         bands = [b if b.ndim == 3 else b[..., None] for b in bands]
@@ -210,22 +210,3 @@ class _OnlineSoftmax:
         out = self.acc / self.sum[..., None]
         self.reset()
         return out
-
-
-def _pyr_down_strips(read_rows, h: int, strip_rows: int) -> np.ndarray:
-    """``cv2.pyrDown`` of an ``(h, W, C)`` image read ``read_rows(r0, r1)`` a strip at a time; equals the whole one.
-
-    Output row i needs input rows 2i-2..2i+2: each strip of output rows is computed from its input rows plus 4 rows
-    of margin (even, so the 2:1 phase is kept), and the rows a strip border could reach are cut off.
-    """
-    h_out = (h + 1) // 2
-    parts = []
-    half = max(1, strip_rows // 2)
-    for o0 in range(0, h_out, half):
-        o1 = min(h_out, o0 + half)
-        a0, a1 = max(0, 2 * o0 - 4), min(h, 2 * o1 + 4)
-        x = read_rows(a0, a1)
-        d = cv2.pyrDown(x, borderType=cv2.BORDER_REFLECT_101)
-        d = d.reshape(d.shape[0], d.shape[1], x.shape[2])
-        parts.append(d[o0 - a0 // 2 : o1 - a0 // 2])
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]

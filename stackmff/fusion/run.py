@@ -27,6 +27,7 @@ from ..io import (
     save_image,
 )
 from . import DEFAULT_METHOD
+from .budget import check_fits, estimate_peak
 from .registry import FusionResult, get_fusion_method
 
 __all__ = [
@@ -217,6 +218,39 @@ def _upstream_paths_beside(output: Path) -> dict[str, Path]:
     }
 
 
+def _check_memory(stack: Stack, fm, method_options: dict, *, align: bool) -> None:
+    """Refuse, before fusing, a stack whose estimated peak (:mod:`stackmff.fusion.budget`) exceeds the free memory."""
+    from ..io.decode import _available_memory
+
+    avail = _available_memory()
+    avail_mb = None if avail is None else avail / 2**20
+    n, c, h, w = stack.images.shape
+    est = estimate_peak(
+        fm.name,
+        (n, c, h, w),
+        input_bytes=int(stack.images.nbytes),
+        learned=fm.learned,
+        align=align,
+        memory_budget_mb=method_options.get("memory_budget_mb"),
+        gather=method_options.get("gather", "hard" if fm.ordered else "pyramid"),
+        available_mb=avail_mb,
+    )
+    log.debug("estimated peak memory %s", est.describe())
+    check_fits(est, avail_mb, f"fusing {n} layers of {w}x{h} with {fm.name}", resident_mb=_resident_mb())
+
+
+def _resident_mb() -> float:
+    # VmRSS of this process (the loaded stack, the imports so far): already taken from the available memory
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
 def fuse_to_file(
     inputs: str | Path | Sequence[str | Path],
     output: str | Path,
@@ -253,9 +287,11 @@ def fuse_to_file(
         if isinstance(align_options["transforms"], (str, Path)):
             load_transforms(align_options["transforms"])  # a missing or malformed file fails now, not after loading
     t0 = time.perf_counter()
-    # the learned methods read the stack region by region: keep the decoded 8/16-bit pixels (4x/2x less memory)
-    stack = load_stack(files, compact=fm.learned)
+    # every method reads the stack layer by layer or region by region: keep the decoded 8/16-bit pixels (4x/2x less
+    # memory than float32), converted where they are read
+    stack = load_stack(files, compact=True)
     t_load = time.perf_counter() - t0
+    _check_memory(stack, fm, method_options, align=align != "none")
     with OutputSet(overwrite=overwrite) as outs:
         result, info = fuse_loaded(
             stack, method, align=align, method_options=method_options, align_options=align_options, outputs=outs

@@ -30,7 +30,7 @@ import numpy as np
 import pywt
 
 from ..errors import StackMFFError
-from ._common import auto_levels, luma_hwc, majority_filter, prepare_stack, to_chw, to_hwc
+from ._common import auto_levels, layer, luma_hwc, majority_filter, prepare_stack, to_chw, to_hwc
 from .registry import FusionResult, register_method
 
 __all__ = ["fuse_wavelet"]
@@ -78,7 +78,7 @@ def fuse_wavelet(
         # [cA_n, (cH_n, cV_n, cD_n), ..., (cH_1, cV_1, cD_1)]: coarsest first; axes (0, 1) keep colour channels apart
         with warnings.catch_warnings():  # tiny images: pywt warns that every coefficient touches the border
             warnings.filterwarnings("ignore", message="Level value of", category=UserWarning)
-            return pywt.wavedec2(to_hwc(stack[k]), wavelet, mode="symmetric", level=levels, axes=(0, 1))
+            return pywt.wavedec2(to_hwc(layer(stack, k)), wavelet, mode="symmetric", level=levels, axes=(0, 1))
 
     # pass 1: running argmax of the per-scale activity
     best: list[np.ndarray] = []

@@ -117,8 +117,9 @@ def available_memory_mb() -> float:
 
 # Working-memory budget of a tiled image when none is given. The network time of a 12 MP, 10-layer stack depends
 # little on the tile once it is tiled (the overlapping tiles compute 1.64x its area at 384 MB, tile 640; 1.48x at
-# 1024 MB, tile 1216: ~10 % more network time), while every MB of budget is resident memory.
-_TILED_BUDGET_MB = 384.0
+# 1024 MB, tile 1216: ~10 % more network time), while every MB of budget is resident memory: at 256 MB (tile 384)
+# the default command on 10 x 12 MP JPEGs peaks at 1479 MB RSS (1642 MB at 384 MB; issue 16: <= 1.5 GB).
+_TILED_BUDGET_MB = 256.0
 
 
 def auto_memory_budget(n: int, h: int, w: int, cfg: StackMFFV3Config, *, available_mb: float | None = None) -> float:

@@ -1,0 +1,77 @@
+"""The peak-memory formula of `stackmff fuse` and the one-line refusal of what cannot fit."""
+
+from __future__ import annotations
+
+import pytest
+from _helpers import synthetic_stack
+
+import stackmff.io.decode as decode
+from stackmff.errors import StackMFFError
+from stackmff.fusion.budget import WORKING_BYTES_PER_PIXEL, check_fits, estimate_peak
+from stackmff.fusion.run import fuse_to_file
+from stackmff.io import save_image
+
+MB = 2**20
+
+
+def test_formula_terms_classical():
+    n, c, h, w = 50, 3, 4000, 6000  # 50 x 24 MP, 8-bit files
+    est = estimate_peak("laplacian_pyramid", (n, c, h, w), input_bytes=n * c * h * w, learned=False, align=True)
+    assert est.input == pytest.approx(n * c * h * w / MB)
+    assert est.aligned == pytest.approx(2 * n * c * h * w / MB)  # a 16-bit warped copy
+    assert est.output == pytest.approx((6 * c + 8) * h * w / MB)
+    assert est.working == pytest.approx(WORKING_BYTES_PER_PIXEL["laplacian_pyramid"] * h * w / MB)  # not x N
+    assert est.budget is None
+    assert est.total == pytest.approx(est.libraries + est.input + est.aligned + est.output + est.working)
+    assert est.total < 24 * 1024  # the 50 x 24 MP stack fits a 24 GB machine, alignment included
+    for name in WORKING_BYTES_PER_PIXEL:
+        other = estimate_peak(name, (n, c, h, w), input_bytes=n * c * h * w, learned=False, align=True)
+        assert other.total < 24 * 1024
+
+
+def test_formula_terms_learned():
+    n, c, h, w = 50, 3, 4000, 6000
+    est = estimate_peak(
+        "stackmff_v3", (n, c, h, w), input_bytes=n * c * h * w, learned=True, align=True, memory_budget_mb=384
+    )
+    assert est.budget == 384
+    # the network's budget plus the fp16 logits of every layer the pyramid blend needs, plus its planes
+    assert est.working == pytest.approx(384 + (2 * n + 8) * h * w / MB)
+    hard = estimate_peak(
+        "stackmff_v3", (n, c, h, w), input_bytes=1, learned=True, align=False, memory_budget_mb=384, gather="hard"
+    )
+    assert hard.working == 384 and hard.aligned == 0
+    assert est.total < 24 * 1024
+    auto = estimate_peak("stackmff_v3", (2, 3, 10, 10), input_bytes=600, learned=True, align=False, available_mb=1000)
+    assert auto.budget == 256  # the automatic budget's floor
+
+
+def test_check_fits_refuses_in_one_line_naming_the_budget_and_the_fix():
+    est = estimate_peak(
+        "stackmff_v3", (10, 3, 3000, 4000), input_bytes=360 * MB, learned=True, align=False, memory_budget_mb=1024
+    )
+    check_fits(est, est.total + 1, "fusing")
+    check_fits(est, None, "fusing")  # unknown: no check
+    with pytest.raises(StackMFFError) as err:
+        check_fits(est, 500, "fusing 10 layers")
+    msg = str(err.value)
+    assert "\n" not in msg and "1024 network budget" in msg and "--memory-budget" in msg and "500 MB" in msg
+
+
+def test_fuse_refuses_a_stack_that_cannot_fit_before_fusing(tmp_path, monkeypatch):
+    stack, _, _ = synthetic_stack(3, height=48, width=64, seed=1)
+    for k, layer in enumerate(stack):
+        save_image(tmp_path / f"{k}.png", layer)
+    monkeypatch.setattr(
+        decode, "_available_memory", lambda: 2**20
+    )  # 1 MB free: the files decode, the fusion cannot run
+    monkeypatch.setattr("stackmff.fusion.run._resident_mb", lambda: 0.0)
+    out = tmp_path / "out" / "fused.png"
+    out.parent.mkdir()
+    with pytest.raises(StackMFFError) as err:
+        fuse_to_file(tmp_path, out, "laplacian_pyramid")
+    assert "\n" not in str(err.value) and "laplacian_pyramid" in str(err.value) and "MB is available" in str(err.value)
+    assert not out.exists()
+    monkeypatch.setattr(decode, "_available_memory", lambda: None)  # unknown (not Linux): no check
+    fuse_to_file(tmp_path, out, "laplacian_pyramid")
+    assert out.exists()
