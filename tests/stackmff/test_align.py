@@ -601,3 +601,18 @@ def test_unrelated_frame_is_distrusted_and_disturbs_nothing(caplog):
     np.testing.assert_allclose(res.matrices[valid], clean.matrices, atol=1e-9)
     assert res.crop == clean.crop
     assert any("layer 3" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)
+
+
+def test_auto_picks_affine_on_the_bundled_pcb_stack():
+    """The real hand-held pcb stack (data/samples/pcb) has an anisotropic part (~0.7 px at 1024 px, measured against
+    focus-stack's registration): auto must choose affine there, and a registered copy of it must pass untouched."""
+    from pathlib import Path
+
+    from stackmff.io import load_stack
+
+    pcb = Path(__file__).resolve().parents[2] / "data" / "samples" / "pcb"
+    stack = load_stack(pcb).images
+    res = align_stack(stack, mode="auto")
+    assert not res.skipped and res.mode == "affine", res.summary()
+    same = np.repeat(stack[3:4], 4, axis=0)  # four copies of one layer: registered by construction
+    assert align_stack(same, mode="auto").skipped
