@@ -6,7 +6,8 @@ Middlebury RGB-D scenes (``../shared/data/middlebury_rgbd``) and procedural scen
 margin larger than the frame; "breathing" warps layer k of that canvas by a known similarity (magnification growing
 through the stack by ``--breathing`` plus random shake) before cropping the frame, so every layer has real content
 at its borders; breathing rows also give ``true_transforms``: the PSNR with the GT transforms applied the same way
-(what a perfect estimate reaches, the resampling floor). PSNR is measured against the all-in-focus image brought into
+(what a perfect estimate reaches, the resampling floor) and ``corner_err_px``, per layer the estimate's largest corner
+error against those transforms. PSNR is measured against the all-in-focus image brought into
 the output frame (the aligned result is in the frame of its reference layer, cropped), without a border of 8 px.
 
 Usage::
@@ -132,6 +133,14 @@ def make_cases(image: np.ndarray, disp: np.ndarray, n: int, *, seed: int, breath
     return cases
 
 
+def _corner_errors(found: np.ndarray, true: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Per layer, the largest displacement (px) of an image corner between two sets of (N, 3, 3) matrices."""
+    h, w = size
+    c = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1.0]]).T
+    a, b = found @ c, true @ c
+    return np.abs(a[:, :2] / a[:, 2:] - b[:, :2] / b[:, 2:]).max(axis=(1, 2))
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     inner = np.s_[:, BORDER:-BORDER, BORDER:-BORDER]
     mse = float(np.mean((np.clip(a[inner], 0, 1).astype(np.float64) - b[inner]) ** 2))
@@ -185,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                         oracle = replace(res, matrices=np.stack([m @ ref_inv for m in true]))
                         res_t = align_stack(layers, transforms=oracle)
                         row["true_transforms"] = round(psnr(fm(res_t.images).image, gt_of(res_t)), 3)
+                        # per layer, the largest corner displacement between the estimate and the truth (goal 0.1 px)
+                        err = _corner_errors(res.matrices, oracle.matrices, layers.shape[2:])
+                        row["corner_err_px"] = [round(float(e), 3) for e in err]
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:

@@ -22,7 +22,7 @@ from .ecc import _ecc_pyramid, _features, _phase_init, _pyramid
 from .features import _feature_init
 from .invalid_frames import _invalid_frames
 from .link_tree import _bfs, _link_tree
-from .patches import _patch_energy, _patch_field, _pick_model, _registered_check, _residuals
+from .patches import _anisotropy, _patch_energy, _patch_field, _pick_model, _registered_check, _residuals
 from .transforms import _from_level, _grid_scale, _max_corner_shift, _project
 
 log = logging.getLogger("stackmff")
@@ -144,7 +144,11 @@ def _estimate(
         est = _identity(n, c, root, (h, w))
         est.invalid, est.shifts, est.noise, est.parents = invalid, shift_px, noise_px, parent
         return est
-    model = _pick_model(fields, valid) if mode == "auto" else mode
+    if mode == "auto":  # the affine part is measured at working resolution: the 320 px check copy resolves too little
+        aniso = _anisotropy(pyrs, fields, parent, root, valid, check, 0, to_full / 2**check)
+        model = _pick_model(fields, valid, aniso)
+    else:
+        model = mode
     if mode == "auto":
         log.info(
             "stack not registered (largest corner shift %.2f px): aligning (%s)", float(np.nanmax(shift_px)), model
