@@ -59,15 +59,19 @@ class PeerRun:
 
     Attributes:
         image: fused image ``(C, H, W)`` float32 in [0, 1] (an alpha channel written by the tool is dropped).
-        seconds: wall time of all steps.
+        seconds: wall time of all steps, including copying the layers in and reading the output.
         peak_mb: largest resident memory of any child process, in MiB (``nan`` where the OS cannot tell).
         bit_depth: bit depth of the tool's output file.
+        tool_seconds: wall time of the tool's commands only (what a user of the tool waits for).
+        cpu_seconds: user + system CPU seconds of the tool's commands (``nan`` where the OS cannot tell).
     """
 
     image: np.ndarray
     seconds: float
     peak_mb: float
     bit_depth: int = 8
+    tool_seconds: float = float("nan")
+    cpu_seconds: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ class ExternalTool:
                 f"{self.name} is not installed ({', '.join(missing)} not on PATH); install it or drop it"
             )
         t0 = time.perf_counter()
-        peak_kb = 0.0
+        peak_kb, tool_s, cpu_s = 0.0, 0.0, 0.0
         with tempfile.TemporaryDirectory(prefix=f"stackmff-{self.name}-") as tmp:
             workdir = Path(tmp)
             input_dir = workdir / "layers"
@@ -159,54 +163,63 @@ class ExternalTool:
             aligned: list[str] = []
             if align and self.align:
                 for step in self.align:
-                    peak_kb = max(peak_kb, self._run(_expand(step, tokens, layer_files, []), workdir))
+                    kb, wall, cpu = self._run(_expand(step, tokens, layer_files, []), workdir)
+                    peak_kb, tool_s, cpu_s = max(peak_kb, kb), tool_s + wall, cpu_s + cpu
                 aligned = sorted(glob.glob(str(workdir / self.aligned_glob)), key=natural_key)
                 if len(aligned) < 2:
                     raise StackMFFError(f"{self.name}: alignment wrote no layers matching {self.aligned_glob}")
-            peak_kb = max(peak_kb, self._run(_expand(self.command, tokens, layer_files, aligned), workdir))
+            kb, wall, cpu = self._run(_expand(self.command, tokens, layer_files, aligned), workdir)
+            peak_kb, tool_s, cpu_s = max(peak_kb, kb), tool_s + wall, cpu_s + cpu
             if not output.is_file():
                 raise StackMFFError(f"{self.name} finished but wrote no {output.name}; check the adapter's command")
             image, bits = load_image(output)  # an alpha channel (enfuse writes one) is dropped
         seconds = time.perf_counter() - t0
         return PeerRun(
-            image=image, seconds=seconds, peak_mb=peak_kb / 1024.0 if peak_kb else float("nan"), bit_depth=bits
+            image=image,
+            seconds=seconds,
+            peak_mb=peak_kb / 1024.0 if peak_kb else float("nan"),
+            bit_depth=bits,
+            tool_seconds=tool_s,
+            cpu_seconds=cpu_s if peak_kb else float("nan"),  # no rusage (no os.wait4): no CPU time either
         )
 
-    def _run(self, argv: list[str], cwd: Path) -> float:
-        """Run one step; return the child's peak resident memory in KiB (0 when unknown)."""
+    def _run(self, argv: list[str], cwd: Path) -> tuple[float, float, float]:
+        """Run one step; return the child's peak resident memory in KiB (0 when unknown), wall and CPU seconds."""
         log_path = cwd / f".{Path(argv[0]).name}.log"
         with open(log_path, "w+b") as log:
+            t0 = time.perf_counter()
             proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-            status, peak_kb = _wait(proc, self.timeout_s)
+            status, peak_kb, cpu = _wait(proc, self.timeout_s)
+            wall = time.perf_counter() - t0
             log.seek(0)
             tail = log.read()[-400:].decode("utf-8", "replace").replace("\n", " ").strip()
         if status is None:
             raise StackMFFError(f"{self.name} timed out after {self.timeout_s:.0f} s; raise timeout_s in its adapter")
         if status != 0:
             raise StackMFFError(f"{self.name} failed (exit {status}): {tail or 'no output'}")
-        return peak_kb
+        return peak_kb, wall, cpu
 
 
-def _wait(proc: subprocess.Popen, timeout_s: float) -> tuple[int | None, float]:
-    """Wait for ``proc``; return (exit code or None on timeout, peak RSS in KiB from the kernel's rusage)."""
+def _wait(proc: subprocess.Popen, timeout_s: float) -> tuple[int | None, float, float]:
+    """Wait for ``proc``; return (exit code or None on timeout, peak RSS in KiB, CPU seconds) from its rusage."""
     deadline = time.monotonic() + timeout_s
     if hasattr(os, "wait4"):
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 proc.returncode = os.waitstatus_to_exitcode(status)
-                return proc.returncode, float(usage.ru_maxrss)  # KiB on Linux
+                return proc.returncode, float(usage.ru_maxrss), usage.ru_utime + usage.ru_stime  # KiB on Linux
             if time.monotonic() > deadline:
                 proc.kill()
                 proc.wait()
-                return None, 0.0
+                return None, 0.0, 0.0
             time.sleep(0.02)
     try:
-        return proc.wait(timeout=timeout_s), 0.0
+        return proc.wait(timeout=timeout_s), 0.0, 0.0
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        return None, 0.0
+        return None, 0.0, 0.0
 
 
 def _expand(template: Sequence[str], tokens: Mapping[str, str], inputs: list[Path], aligned: list[str]) -> list[str]:

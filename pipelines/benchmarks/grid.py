@@ -3,7 +3,10 @@
 Each cell times what a user runs, start-up included: ``python -m stackmff fuse DIR -o OUT -m METHOD --overwrite``
 with default flags otherwise (so ``--align auto``, the automatic memory budget and thread count), on an N-layer
 8-bit JPEG stack of the given size. External tools (enfuse, focus-stack, OpenFocus: :mod:`stackmff.peers`) are
-timed the same way when installed. Per cell, the median over ``--repeats`` runs of:
+timed the same way when their executables are on ``PATH``: the tool's own commands through its adapter, start-up
+included (the adapter's copying of the layers and reading of the output are not counted). The runs of one stack are
+interleaved (repeat 1 of every method, then repeat 2, ...) so that all methods see the same load. Per cell, the
+median over ``--repeats`` runs of:
 
 - ``wall_s``: wall seconds; ``cpu_s``: user + system CPU seconds of the command (``os.wait4``);
 - ``mp_layers_per_s``: N x megapixels / wall seconds;
@@ -18,6 +21,8 @@ than ``--max-seconds`` on a smaller one (the grid is ordered by size).
 training job on one core; ``same``: the same command in a loop) and also runs each cell alone, so the ratios
 ``beside / alone`` are measured in one run. The machine (CPU model, cores, memory, load before and after) is
 recorded with the results: on a shared machine compare ratios from one run, not absolute times across runs.
+``versus`` in ``grid.json``: per cell, OpenFocus' wall and CPU seconds over V3's, and focus-stack's and enfuse's
+over the fastest classical method's (:func:`versus`).
 
 Usage::
 
@@ -25,6 +30,8 @@ Usage::
     python -m pipelines.benchmarks.grid --params params.yaml --out reports/bench # the `bench` section (DVC stage)
     python -m pipelines.benchmarks.grid --methods stackmff_v3 --layers 10 --megapixels 0.25 1 \
         --beside spin --threads auto 2 --repeats 3 --out /tmp/contention          # threads beside a busy process
+    PATH=/opt/peers/bin:$PATH python -m pipelines.benchmarks.grid --layers 10 --megapixels 0.25 1 --repeats 3 \
+        --max-seconds 600 --out /tmp/peers     # side by side with the installed peers (pipelines/README.md, Peers)
 """
 
 from __future__ import annotations
@@ -132,11 +139,12 @@ def run_timed(cmd: Sequence[str], *, env: dict | None = None, timeout: float = 3
     }
 
 
+# The wrapper reports the tool's own commands (wall, CPU, peak RSS): its own Python start-up, the copying of the
+# layers and the reading of the output are not the tool's cost.
 _PEER_CODE = (
-    "import json, resource, sys\nfrom stackmff.peers import get_peer\n"
-    "get_peer(sys.argv[1]).fuse_files(sys.argv[2:])\n"
-    "r = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-    "print(json.dumps({'cpu_s': r.ru_utime + r.ru_stime, 'peak_rss_mb': r.ru_maxrss / 1024}))\n"
+    "import json, sys\nfrom stackmff.peers import get_peer\n"
+    "r = get_peer(sys.argv[1]).fuse_files(sys.argv[2:])\n"
+    "print(json.dumps({'wall_s': r.tool_seconds, 'cpu_s': r.cpu_seconds, 'peak_rss_mb': r.peak_mb}))\n"
 )
 
 
@@ -191,20 +199,23 @@ class Competitor:
             self.proc.wait()
 
 
-def measure_cell(method: str, stack: Path, out: Path, *, repeats: int, threads: str, beside: str) -> dict:
+def run_once(method: str, stack: Path, out: Path, *, threads: str, beside: str) -> dict:
+    """One timed run of ``method`` on ``stack`` (beside a competitor unless ``beside`` is ``none``/``alone``)."""
     cmd = command(method, stack, out, threads)
-    runs = []
-    for _ in range(repeats):
-        loadavg = load()
-        # the "same" competitor fuses into its own output file
-        with Competitor(beside, command(method, stack, out.with_name("competitor" + out.suffix), threads)):
-            r = run_timed(cmd)
-        if r["rc"] != 0:
-            return {"error": f"exit {r['rc']}: {r['stderr']}"}
-        if method in _peer_names():  # the wrapper reports the tool's CPU time and memory
-            r.update(json.loads(r["stdout"].strip().splitlines()[-1]))
-        r["load"] = loadavg
-        runs.append(r)
+    loadavg = load()
+    # the "same" competitor fuses into its own output file
+    with Competitor(beside, command(method, stack, out.with_name(f"competitor_{out.name}"), threads)):
+        r = run_timed(cmd)
+    if r["rc"] != 0:
+        return {"error": f"exit {r['rc']}: {r['stderr']}"}
+    if method in _peer_names():  # the wrapper reports the tool's own wall, CPU time and memory
+        r.update(json.loads(r["stdout"].strip().splitlines()[-1]))
+    r["load"] = loadavg
+    return r
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Medians over repeated runs, plus every run's wall and CPU seconds and the 1-minute load before it."""
     return {
         "wall_s": round(statistics.median(r["wall_s"] for r in runs), 3),
         "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 3),
@@ -213,6 +224,17 @@ def measure_cell(method: str, stack: Path, out: Path, *, repeats: int, threads: 
         "cpus": [round(r["cpu_s"], 3) for r in runs],
         "load_1min": [r["load"][0] for r in runs],
     }
+
+
+def measure_cell(method: str, stack: Path, out: Path, *, repeats: int, threads: str, beside: str) -> dict:
+    """``repeats`` runs of one method on one stack: :func:`summarize`, or ``{"error": ...}`` at the first failure."""
+    runs = []
+    for _ in range(repeats):
+        r = run_once(method, stack, out, threads=threads, beside=beside)
+        if "error" in r:
+            return r
+        runs.append(r)
+    return summarize(runs)
 
 
 def run_grid(
@@ -227,30 +249,49 @@ def run_grid(
     workdir: str | None = None,
     log=print,
 ) -> dict:
-    """Measure every (method, threads, N, MP) cell; returns ``{"machine": ..., "rows": [...]}``."""
+    """Measure every (method, threads, N, MP) cell; returns ``{"machine": ..., "rows": [...]}``.
+
+    Within a stack, the runs are interleaved: repeat 1 of every method (and mode), then repeat 2, ..., each repeat
+    starting one method later, so that all methods of a cell see the same load of a shared machine.
+    """
     rows = []
     info = machine()
     cells = sorted(((n, mp) for n in layers for mp in megapixels), key=lambda c: c[0] * c[1])
+    modes = ("alone", beside) if beside != "none" else ("alone",)
     slow: set[tuple[str, str]] = set()  # (method, threads) that exceeded max_seconds
     with tempfile.TemporaryDirectory(prefix="stackmff-grid-", dir=workdir) as tmp:
         for n, mp in cells:
             stack = Path(tmp) / f"n{n}_mp{mp}"
             h, w = write_stack(stack, n, mp)
+            jobs = [(m, th) for m in methods for th in threads if (m, th) not in slow]
+            runs: dict[tuple[str, str, str], list[dict]] = {(m, th, mode): [] for m, th in jobs for mode in modes}
+            failed: dict[tuple[str, str], tuple[str, str]] = {}  # (method, threads) -> (mode, error)
+            for rep in range(repeats):
+                k = rep % len(jobs) if jobs else 0
+                for mode in modes:
+                    for m, th in jobs[k:] + jobs[:k]:
+                        if (m, th) in failed:
+                            continue
+                        res = run_once(
+                            m, stack, Path(tmp) / f"{m}.jpg", threads=th, beside="none" if mode == "alone" else mode
+                        )
+                        if "error" in res:
+                            failed[(m, th)] = (mode, res["error"])
+                            log(f"{m} threads={th} N={n} {mp} MP {mode}: {res['error']}")
+                        else:
+                            runs[(m, th, mode)].append(res)
             for method in methods:
                 for th in threads:
                     row = {"method": method, "threads": th, "layers": n, "megapixels": mp, "height": h, "width": w}
-                    if (method, th) in slow:
+                    if (method, th) not in jobs:
                         rows.append({**row, "skipped": f"slower than {max_seconds:.0f} s on a smaller cell"})
                         continue
-                    out = Path(tmp) / f"{method}.jpg"
-                    for mode in ("alone", beside) if beside != "none" else ("alone",):
-                        res = measure_cell(
-                            method, stack, out, repeats=repeats, threads=th, beside="none" if mode == "alone" else mode
-                        )
-                        if "error" in res:
-                            rows.append({**row, "beside": mode, **res})
-                            log(f"{method} threads={th} N={n} {mp} MP {mode}: {res['error']}")
-                            break
+                    if (method, th) in failed:
+                        mode, error = failed[(method, th)]
+                        rows.append({**row, "beside": mode, "error": error})
+                        continue
+                    for mode in modes:
+                        res = summarize(runs[(method, th, mode)])
                         res["mp_layers_per_s"] = round(n * h * w / 1e6 / res["wall_s"], 3)
                         rows.append({**row, "beside": mode, **res})
                         log(
@@ -286,6 +327,42 @@ def ratios(rows: list[dict]) -> list[dict]:
                 }
             )
     return out
+
+
+def versus(rows: list[dict], classical: Sequence[str], *, v3: str = "stackmff_v3") -> list[dict]:
+    """Per (N, MP) cell, the peers' time over ours (measured alone, ``--threads auto``, in the same run).
+
+    ``openfocus_over_v3_wall``/``_cpu``: OpenFocus' wall/CPU seconds over V3's (the issue's goal: >= 4);
+    ``focus_stack_over_classical_wall`` and ``enfuse_over_classical_wall``: the tool's wall seconds over the fastest
+    of the ``classical`` methods (goal against focus-stack: >= 1). Pairs with a peer not run are left out.
+    """
+    cells: dict[tuple[int, float], dict[str, dict]] = {}
+    for r in rows:
+        if r.get("beside") == "alone" and r.get("threads") == "auto" and "wall_s" in r:
+            cells.setdefault((r["layers"], r["megapixels"]), {})[r["method"]] = r
+    out = []
+    for (n, mp), by in sorted(cells.items()):
+        v: dict = {"layers": n, "megapixels": mp}
+        if v3 in by and "openfocus" in by:
+            v["openfocus_over_v3_wall"] = round(by["openfocus"]["wall_s"] / by[v3]["wall_s"], 2)
+            v["openfocus_over_v3_cpu"] = round(by["openfocus"]["cpu_s"] / by[v3]["cpu_s"], 2)
+        fastest = min((by[m] for m in classical if m in by), key=lambda r: r["wall_s"], default=None)
+        if fastest is not None:
+            v["fastest_classical"] = fastest["method"]
+            for peer in ("focus_stack", "enfuse"):
+                if peer in by:
+                    v[f"{peer}_over_classical_wall"] = round(by[peer]["wall_s"] / fastest["wall_s"], 2)
+                    v[f"{peer}_over_classical_cpu"] = round(by[peer]["cpu_s"] / fastest["cpu_s"], 2)
+        if any(k.endswith("_wall") for k in v):
+            out.append(v)
+    return out
+
+
+def classical_methods() -> list[str]:
+    """Registered methods that are not learned."""
+    from stackmff.fusion import list_methods
+
+    return [m.name for m in list_methods() if not m.learned]
 
 
 # ------------------------------------------------------------------------------------------------ plots
@@ -393,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["ratios"] = ratios(res["rows"])
         for r in res["ratios"]:
             log(f"ratio beside {r['beside']}: {r}")
+    res["versus"] = versus(res["rows"], classical_methods())
+    for v in res["versus"]:
+        log(f"peers over ours (same run): {v}")
     out = Path(a.out)
     _write_json(out / "grid.json", res)
     for path in plot(res["rows"], out):

@@ -244,6 +244,13 @@ def run(
             f"{mach.get('mem_total_gb', '?')} GB; load average {mach.get('loadavg')} before, "
             f"{mach.get('loadavg_after')} after; table in bench/grid.json."
         )
+        for v in bench.get("versus", []):  # the peers' time over ours, per cell of the same run
+            said = [f"OpenFocus / V3 wall {v['openfocus_over_v3_wall']}x, CPU {v['openfocus_over_v3_cpu']}x"]
+            said = said if "openfocus_over_v3_wall" in v else []
+            for peer, label in (("focus_stack", "focus-stack"), ("enfuse", "enfuse")):
+                if f"{peer}_over_classical_wall" in v:
+                    said.append(f"{label} / {v['fastest_classical']} wall {v[f'{peer}_over_classical_wall']}x")
+            notes.append(f"Peers over ours, N = {v['layers']} at {v['megapixels']:g} MP, same run: {'; '.join(said)}.")
         for name, caption in (("grid_vs_n.png", "whole command vs N"), ("grid_vs_mp.png", "whole command vs MP")):
             if (grid.parent / name).is_file():
                 plots[f"speed/memory grid: {caption}"] = grid.parent / name

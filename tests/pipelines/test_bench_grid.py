@@ -6,9 +6,11 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from pipelines.benchmarks import grid
 from pipelines.config import BenchParams, load_params
+from stackmff.peers import get_peer
 
 
 def test_stack_layers_are_focused_at_different_depths(tmp_path):
@@ -72,3 +74,45 @@ def test_bench_params_default_and_file(tmp_path):
     p.write_text("bench:\n  layers: [2]\n  megapixels: [0.1]\n")
     b = load_params(p, "bench")
     assert (b.layers, b.megapixels, b.repeats) == ([2], [0.1], BenchParams().repeats)
+
+
+def test_runs_of_one_stack_are_interleaved_across_repeats(tmp_path, monkeypatch):
+    order = []
+
+    def fake_run_once(method, stack, out, *, threads, beside):
+        order.append(method)
+        if method == "bad" and order.count("bad") == 2:
+            return {"error": "exit 1: boom"}
+        return {"wall_s": 1.0, "cpu_s": 1.0, "peak_rss_mb": 10.0, "load": [0.5, 0.5, 0.5]}
+
+    monkeypatch.setattr(grid, "run_once", fake_run_once)
+    res = grid.run_grid(["a", "b", "bad"], [2], [0.02], repeats=3, workdir=str(tmp_path), log=lambda *_: None)
+    # repeat 1 of every method, then repeat 2 starting one method later, ...; a method that fails is not run again
+    assert order == ["a", "b", "bad", "b", "bad", "a", "a", "b"]
+    by = {r["method"]: r for r in res["rows"]}
+    assert by["a"]["walls"] == by["b"]["walls"] == [1.0, 1.0, 1.0] and by["a"]["load_1min"] == [0.5] * 3
+    assert "wall_s" not in by["bad"] and by["bad"]["error"] == "exit 1: boom"
+
+
+def test_versus_divides_the_peers_times_by_ours_per_cell():
+    cell = {"threads": "auto", "layers": 10, "megapixels": 1.0, "beside": "alone"}
+    rows = [
+        {**cell, "method": "stackmff_v3", "wall_s": 2.0, "cpu_s": 3.0},
+        {**cell, "method": "openfocus", "wall_s": 9.0, "cpu_s": 15.0},
+        {**cell, "method": "wavelet", "wall_s": 1.0, "cpu_s": 1.0},
+        {**cell, "method": "focus_measure", "wall_s": 0.5, "cpu_s": 0.8},
+        {**cell, "method": "enfuse", "wall_s": 1.0, "cpu_s": 1.6},
+        {**cell, "method": "enfuse", "beside": "spin", "wall_s": 99.0, "cpu_s": 99.0},  # not an alone run
+        {**cell, "megapixels": 0.25, "method": "wavelet", "wall_s": 1.0, "cpu_s": 1.0},  # no peer in this cell
+    ]
+    (v,) = grid.versus(rows, ["wavelet", "focus_measure"])
+    assert (v["openfocus_over_v3_wall"], v["openfocus_over_v3_cpu"]) == (4.5, 5.0)
+    assert v["fastest_classical"] == "focus_measure" and "focus_stack_over_classical_wall" not in v
+    assert (v["enfuse_over_classical_wall"], v["enfuse_over_classical_cpu"]) == (2.0, 2.0)
+
+
+@pytest.mark.skipif(not get_peer("enfuse").available(), reason="enfuse not installed")
+def test_grid_times_an_installed_peer(tmp_path):
+    res = grid.run_grid(["enfuse"], [2], [0.02], workdir=str(tmp_path), log=lambda *_: None)
+    (row,) = res["rows"]
+    assert row["wall_s"] > 0 and row["cpu_s"] > 0 and row["peak_rss_mb"] > 0, row

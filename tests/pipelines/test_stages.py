@@ -137,7 +137,10 @@ def test_evaluate_then_report(bench, tmp_path):
     rp = ReportParams(metrics=["psnr", "ssim", "qabf"], primary={"default": "psnr"}, max_scenes=2)
     grid = tmp_path / "rep" / "bench"  # what the bench stage writes: shown as a section of plots + a machine note
     grid.mkdir(parents=True)
-    (grid / "grid.json").write_text(json.dumps({"machine": {"cpu": "TestCPU 9000", "cpu_count": 2}, "rows": []}))
+    versus = {"layers": 10, "megapixels": 1.0, "openfocus_over_v3_wall": 4.5, "openfocus_over_v3_cpu": 5.0}
+    versus |= {"fastest_classical": "wavelet", "enfuse_over_classical_wall": 2.0}
+    grid_json = {"machine": {"cpu": "TestCPU 9000", "cpu_count": 2}, "rows": [], "versus": [versus]}
+    (grid / "grid.json").write_text(json.dumps(grid_json))
     shutil.copyfile(tmp_path / "fused" / "focus_measure" / "synthetic" / "proc" / "0000.png", grid / "grid_vs_n.png")
     summary = report.run(
         rp, tmp_path / "metrics", tmp_path / "runs", tmp_path / "fused", bench.parent, tmp_path / "rep"
@@ -181,6 +184,7 @@ def test_evaluate_then_report(bench, tmp_path):
     html = (tmp_path / "rep" / "index.html").read_text()
     assert 'src="http' not in html and html.count("data:image/png;base64,") > 6
     assert "speed/memory grid: whole command vs N" in html and "TestCPU 9000" in html
+    assert "OpenFocus / V3 wall 4.5x, CPU 5.0x; enfuse / wavelet wall 2.0x" in html
 
 
 def test_peers_stage_records_tool_versions_so_dvc_sees_installs(tmp_path):

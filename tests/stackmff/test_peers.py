@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 
 import cv2
 import numpy as np
@@ -25,3 +26,18 @@ def test_fuse_files_reads_the_output_like_load_image_and_drops_alpha(tmp_path):
     assert run.bit_depth == bits == 16 and run.image.shape == (3, 12, 16) and run.image.dtype == np.float32
     np.testing.assert_array_equal(run.image, want)
     np.testing.assert_array_equal(run.image[0], rgba[..., 2] / np.float32(65535.0))  # BGR(A) file -> RGB
+
+
+def test_fuse_files_reports_the_tools_own_wall_and_cpu_seconds(tmp_path):
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+    busy = "import shutil, sys\nx = sum(i * i for i in range(300000))\nshutil.copyfile(sys.argv[1], sys.argv[2])"
+    tool = ExternalTool(
+        name="busy_copy",
+        description="burns CPU, then copies",
+        command=(sys.executable, "-c", busy, "{input_dir}/000.png", "{output}"),
+    )
+    run = tool.fuse_files([tmp_path / "a.png", tmp_path / "b.png"])
+    # the tool's commands only: less than the whole call (which also copies the layers and reads the output)
+    assert 0 < run.tool_seconds <= run.seconds
+    assert run.cpu_seconds > 0 and run.peak_mb > 0  # from the child's rusage (Linux, macOS: os.wait4)
