@@ -293,6 +293,8 @@ def fuse_tree(
             log.info("%s failed on %s: %s", method, sc.name, _one_line(exc))  # the CLI says it once, at the end
             rec = {"dataset": sc.dataset, "scene": sc.scene, "status": "failed", "error": _one_line(exc)}
             rec.update(seconds=None, load_seconds=None, peak_mb=None)
+        if "method" in rec:  # fuse_to_file's summary names the registered method; the run may carry a label
+            rec["method"] = summary["method"]
         summary["scenes"].append(rec)
     bad = [r for r in summary["scenes"] if r["status"] not in ("ok", "skipped")]
     if bad:

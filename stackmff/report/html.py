@@ -418,8 +418,9 @@ def build_html(
     if resources is not None and len(resources.cells):
         out.append("<h2>Runtime and memory</h2>")
         out.append(
-            '<p class="meta">seconds per stack = alignment + fusion, image loading excluded; peak MiB = resident memory '
-            "added while fusing (external tools: the tool process's peak)</p>"
+            '<p class="meta">seconds per stack = the whole scene as <code>stackmff fuse</code> runs it (loading, '
+            "alignment, fusion, saving); peak MiB = resident memory added during the scene (external tools: their "
+            "own commands' time and the tool process's peak)</p>"
         )
         out.append(table_html(resources))
     if plots:

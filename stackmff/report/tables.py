@@ -106,7 +106,8 @@ def read_runs(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
             rows.append(head)
         for sc in scenes:
             row = dict(head)
-            row.update({k: sc.get(k) for k in RUN_COLUMNS if k in sc and k not in ("status",)})
+            # the run names the method (a labelled run, e.g. stackmff_v3_upstream, fuses with its base method)
+            row.update({k: sc.get(k) for k in RUN_COLUMNS if k in sc and k not in ("status", *head)})
             row["scene_status"] = sc.get("status")
             rows.append(row)
     df = pd.DataFrame(rows)
@@ -287,7 +288,7 @@ def metric_tables(
 def resource_table(runs: pd.DataFrame) -> Table:
     """Runtime per stack and peak memory per method (over all benchmarks), plus status and version.
 
-    Columns: ``stacks``, ``seconds / stack`` (mean ± std of align + fuse time), ``megapixel·layers / s``
+    Columns: ``stacks``, ``seconds / stack`` (mean ± std of the whole scene: load, align, fuse, save), ``megapixel·layers / s``
     (throughput), ``peak MiB`` (largest over stacks), ``status``, ``version``. Fastest and leanest are bold.
     """
     rows, best_cols = [], ("seconds / stack", "peak MiB")

@@ -242,6 +242,10 @@ def test_a_labelled_run_is_a_registered_method_with_its_own_options_and_index_er
     assert (s["method"], s["base_method"], s["options"]) == ("focus_measure_w9", "focus_measure", {"window": 9})
     plain = fuse.run(FuseParams(), "focus_measure", bench, tmp_path / "f", tmp_path / "p.json")
     assert "base_method" not in plain
+    assert {r["method"] for r in s["scenes"]} == {"focus_measure_w9"}  # records carry the label, not the base
+    from stackmff.report.tables import read_runs
+
+    assert set(read_runs([runs])["method"]) == {"focus_measure_w9"}  # the report's runtime table keeps the label
     a = load_image(tmp_path / "f9" / "proc" / "0000.png")[0]
     b = load_image(tmp_path / "f" / "proc" / "0000.png")[0]
     assert np.abs(a - b).max() > 0  # the label's options were used
