@@ -80,3 +80,34 @@ def test_classical_methods_give_the_same_result_on_a_compact_stack(name, tmp_pat
     np.testing.assert_array_equal(a.image, b.image)
     if a.index_map is not None:
         np.testing.assert_array_equal(a.index_map, b.index_map)
+
+
+def _blurred_stack(n, c, h, w, seed):
+    rng = np.random.default_rng(seed)
+    stack = rng.random((n, c, h, w)).astype(np.float32)
+    blur = [cv2.GaussianBlur(x.transpose(1, 2, 0), (0, 0), 0.5 + k).reshape(h, w, c) for k, x in enumerate(stack)]
+    return np.stack([b.transpose(2, 0, 1) for b in blur])
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "c", "h", "w", "opts"),
+    [
+        ("focus_measure", 3, 3, 97, 131, {"strip_rows": 7}),  # odd sizes, many strips thinner than the margin
+        ("focus_measure", 4, 1, 181, 83, {"strip_rows": 32, "smooth_radius": 9}),
+        ("focus_measure", 3, 3, 121, 77, {"strip_rows": 20, "measure": "sml", "window": 3, "consistency": 7}),
+        ("focus_measure", 2, 1, 64, 50, {"strip_rows": 16, "smooth_radius": 0, "consistency": 1}),
+        ("guided_filter", 3, 3, 233, 101, {"strip_rows": 31}),  # the paper's radii (45, 7) on an odd size
+        ("guided_filter", 4, 1, 157, 203, {"strip_rows": 16}),
+        ("guided_filter", 3, 3, 95, 61, {"strip_rows": 9, "r1": 12, "r2": 3, "average_size": 15}),
+    ],
+)
+def test_local_methods_in_strips_equal_the_whole_image(name, n, c, h, w, opts):
+    # one strip as tall as the image is the whole-image computation; thin strips must give the same bits
+    stack = _blurred_stack(n, c, h, w, seed=n * h + w)
+    fm = get_fusion_method(name)
+    got = fm(stack, **opts)
+    ref = fm(stack, **{**opts, "strip_rows": h})
+    np.testing.assert_array_equal(got.image, ref.image)
+    if ref.index_map is not None:
+        np.testing.assert_array_equal(got.index_map, ref.index_map)
+        np.testing.assert_array_equal(got.confidence, ref.confidence)
