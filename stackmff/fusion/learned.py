@@ -6,10 +6,11 @@
 The cut between the network and the colour: :mod:`stackmff.models` runs the network over tiles and returns the
 decision (:class:`~stackmff.models.inference.LayerDecision`: index, confidence, probabilities, V3-star's depth);
 this module drops the layers that must not be fused before it (:mod:`stackmff.fusion.outliers`) and makes the
-colour after it. The decision is iterated band by band because the "hard" and "soft" colour rules are applied to
-each band of finished rows while the tiles run: the probabilities of a band live only as long as the band, as
-before the split, so no ``N × H × W`` float buffer is made; "pyramid" keeps the blended logits of the whole image
-in fp16 (2 bytes per layer-pixel) for :func:`~stackmff.fusion.pyramid_blend.pyramid_blend`.
+colour after it. The decision is iterated band by band because every colour rule consumes each band of finished
+rows while the tiles run: the probabilities of a band live only as long as the band, so no ``N × H × W`` logit
+buffer is made. "pyramid" (:class:`~stackmff.fusion.pyramid_blend.PyramidBlend`) blends the finest level of the
+band's strips at once and keeps only the half-resolution probabilities (float32, 1 byte per layer-pixel: half of
+the fp16 logits it kept before, bitwise the same image).
 
 This module imports torch (through :mod:`stackmff.models`); the registry adapters import it only when a learned
 method runs.
@@ -28,7 +29,7 @@ from ..models.inference import LayerDecision, inference_copy, predict_upstream, 
 from ..models.stackmff_v3 import StackMFFV3
 from ..models.tiling import auto_memory_budget, plan_tiles
 from .outliers import outlier_layers
-from .pyramid_blend import pyramid_blend
+from .pyramid_blend import PyramidBlend
 from .registry import FusionResult
 
 __all__ = ["GATHERS", "PRESETS", "fuse_stack_upstream", "fuse_stack_v3"]
@@ -75,8 +76,8 @@ def fuse_stack_v3(
             "soft" = the softmax-probability-weighted mean of the layers' values (OpenFocus' default output; not
             exact source values; +0.5 dB PSNR on noisy held-out procedural stacks). The author's own code
             (network.py, predict_one_stack.py) is argmax + hard gather: ``preset="upstream"`` in the methods, see
-            :func:`fuse_stack_upstream`. "pyramid" keeps the blended logits (2 bytes per layer-pixel) instead of a
-            gathered image.
+            :func:`fuse_stack_upstream`. "pyramid" keeps the half-resolution probabilities (1 byte per layer-pixel)
+            until the network has decided every row.
         half_res: the cross-layer stage at half resolution (:func:`~stackmff.models.inference.predict_logits`;
             default): ~2× less network time on CPU for -0.04 / -0.02 dB on the held-out sets (weights/README.md);
             False runs the network exactly as trained.
@@ -116,14 +117,15 @@ def fuse_stack_v3(
         stack, tile_logits_fn(net, plan, autocast_dtype=ac, half_res=half_res), plan, regress=regress
     )
 
-    # "pyramid" keeps the blended logits of the whole image (fp16: 2 bytes per layer-pixel) for the blend below;
-    # "hard" and "soft" make the colour of each band of rows as soon as the tiles have decided it
-    logits = np.empty((n, h, w), np.float16) if gather == "pyramid" else None
-    image = np.empty((c, h, w), np.float32) if logits is None else None
+    # every colour rule consumes each band of rows as soon as the tiles have decided it: "hard" and "soft" make its
+    # colour, "pyramid" its finest level and its half-resolution probabilities (the logits in fp16, as they always
+    # were for the blend; no whole-image logits are kept)
+    blend = PyramidBlend(stack, top_k=top_k) if gather == "pyramid" else None
+    image = np.empty((c, h, w), np.float32) if blend is None else None
     for band in decision:
         rows = band.rows
-        if logits is not None:
-            logits[:, rows] = band.logits
+        if blend is not None:
+            blend.add(rows, band.logits.astype(np.float16))
         elif gather == "soft":  # probability-weighted mean of the layers
             out = image[:, rows]
             out[:] = 0
@@ -134,9 +136,9 @@ def fuse_stack_v3(
         del band  # its logits and probabilities are not kept while the next band's tiles run (peak memory)
     if regress:
         _gather_image(stack, decision.index, image)
-    if logits is not None:
-        image = pyramid_blend(stack, logits, top_k=top_k)
-        del logits
+    if blend is not None:
+        image = blend.result()
+        del blend
     index = decision.index
     if len(rejected):
         index = keep.astype(np.int32)[index]  # back to positions in the input stack
