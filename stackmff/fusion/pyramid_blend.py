@@ -129,7 +129,8 @@ class PyramidBlend:
         self.top_k = int(top_k) if top_k is not None and int(top_k) < n else None
         self.alpha, self.beta, self.window = alpha, beta, window
         self.image = np.empty((c, h, w), np.float32)  # the finest level's blended detail, then the result
-        self.prob1 = [np.empty(((h + 1) // 2, (w + 1) // 2), np.float32) for _ in range(n)]  # half-resolution probabilities
+        # the half-resolution probabilities of every layer, filled as the bands arrive
+        self.prob1 = [np.empty(((h + 1) // 2, (w + 1) // 2), np.float32) for _ in range(n)]
         self._buf: np.ndarray | None = None  # logits of rows _buf0 : _received
         self._buf0 = self._received = 0
         self._half = 0  # next half-resolution row to compute
