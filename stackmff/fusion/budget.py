@@ -76,7 +76,10 @@ def strip_rows(method: str, height: int, width: int) -> int:
 
 _DEFAULT_WORKING = 160.0  # a method not measured here (a plugin): 40 float32 planes of the whole image
 _LIBRARIES_MB = {False: 120.0, True: 450.0}  # resident after the imports: classical, learned (torch on CPU)
-_PYRAMID_BLEND_BYTES_PER_PIXEL = 8.0  # the half-resolution pyramids and running sums of PyramidBlend.result
+# PyramidBlend besides its half-resolution probabilities: the kept logit rows and strip planes while the network's
+# band is held, the half-resolution pyramids and running sums at the end (10 x 12 MP, --memory-budget 256: peak
+# 1580-1642 MB measured, 1645 by the formula)
+_PYRAMID_BLEND_BYTES_PER_PIXEL = 16.0
 
 
 @dataclass(frozen=True)

@@ -120,12 +120,12 @@ def fuse_stack_v3(
     # every colour rule consumes each band of rows as soon as the tiles have decided it: "hard" and "soft" make its
     # colour, "pyramid" its finest level and its half-resolution probabilities (the logits in fp16, as they always
     # were for the blend; no whole-image logits are kept)
-    blend = PyramidBlend(stack, top_k=top_k) if gather == "pyramid" else None
+    blend = PyramidBlend(stack, top_k=top_k, dtype=np.float16) if gather == "pyramid" else None
     image = np.empty((c, h, w), np.float32) if blend is None else None
     for band in decision:
         rows = band.rows
         if blend is not None:
-            blend.add(rows, band.logits.astype(np.float16))
+            blend.add(rows, band.logits)
         elif gather == "soft":  # probability-weighted mean of the layers
             out = image[:, rows]
             out[:] = 0

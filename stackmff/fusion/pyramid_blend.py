@@ -104,7 +104,8 @@ class PyramidBlend:
     level. The result is bitwise that of :func:`pyramid_blend` on the whole logits array.
 
     Usage: ``b = PyramidBlend(stack, ...)``, ``b.add(rows, logits_rows)`` for consecutive row slices from 0 to H
-    (``logits_rows`` ``(N, r, W)``, any float dtype, the same for every band), then ``image = b.result()``.
+    (``logits_rows`` ``(N, r, W)``, any float dtype, the same for every band; ``dtype=np.float16`` rounds them to
+    fp16 as they are kept), then ``image = b.result()``.
     """
 
     margin = 16  # rows of the finest level's strips: pyrDown + pyrUp (+-4 rows) and the salience box
@@ -119,8 +120,10 @@ class PyramidBlend:
         levels: int | None = None,
         strip_rows: int = 256,
         top_k: int | None = None,
+        dtype: np.dtype | type | None = None,
     ) -> None:
         n, c, h, w = check_layers(stack)
+        self.dtype = dtype  # the logits are kept (a few strips of them) in this dtype; None: as they are given
         self.stack, self.shape = stack, (n, c, h, w)
         self.levels = auto_levels(h, w) if levels is None else levels
         self.strip_rows = max(2, int(strip_rows) // 2 * 2)  # even: strips keep the pyramids' 2:1 row phase
@@ -139,9 +142,10 @@ class PyramidBlend:
     def _layer_rows(self, k: int, r0: int, r1: int) -> np.ndarray:  # (rows, W, C) float32
         return np.ascontiguousarray(np.asarray(self.stack[k][:, r0:r1], np.float32).transpose(1, 2, 0))
 
-    def _probs(self, r0: int, r1: int) -> np.ndarray:
-        # (N, rows, W) float32 probabilities of the rows r0:r1 (kept in the buffer): softmax over the layers, the
-        # layers outside a pixel's top_k set to 0
+    def _probs(self, r0: int, r1: int):
+        # the (rows, W) float32 probability of every layer in turn, rows r0:r1 (kept in the buffer): softmax over the
+        # layers, the layers outside a pixel's top_k set to 0; one layer's plane at a time (N of them would be
+        # made while the network's band is still held)
         lg = self._buf[:, r0 - self._buf0 : r1 - self._buf0]
         n = lg.shape[0]
         lse = np.max(lg, axis=0).astype(np.float32)
@@ -154,13 +158,13 @@ class PyramidBlend:
         if self.top_k is not None:
             kth = np.empty(lse.shape, np.float32)
             kth[:] = np.partition(lg, n - self.top_k, axis=0)[n - self.top_k]
-        out = np.empty(lg.shape, np.float32)
         for k in range(n):
             lk = lg[k].astype(np.float32)
-            out[k] = np.exp(lk - lse)
+            p = np.exp(lk - lse)
             if kth is not None:
-                out[k][lk < kth] = 0.0
-        return out
+                p[lk < kth] = 0.0
+            del lk
+            yield p
 
     def add(self, rows: slice, logits: np.ndarray) -> None:
         """The logits ``(N, r, W)`` of the image rows ``rows`` (the rows right after the previous band's)."""
@@ -169,12 +173,16 @@ class PyramidBlend:
             raise StackMFFError(
                 f"logits of rows {self._received}.. with shape (N, r, {w}) expected, got {logits.shape}"
             )
-        self._buf = logits.copy() if self._buf is None else np.concatenate([self._buf, logits], axis=1)
-        self._received = rows.stop
-        self._advance()
+        # a strip's rows at a time: the kept rows stay a few strips whatever the band's height (no copy of the band)
+        for r0 in range(0, logits.shape[1], self.strip_rows):
+            part = logits[:, r0 : r0 + self.strip_rows].astype(self.dtype or logits.dtype)
+            self._buf = part if self._buf is None else np.concatenate([self._buf, part], axis=1)
+            del part
+            self._received = rows.start + min(logits.shape[1], r0 + self.strip_rows)
+            self._advance()
 
     def _advance(self) -> None:
-        n, _c, h, w = self.shape
+        _n, _c, h, w = self.shape
         got, done = self._received, self._received == h
         # half-resolution probabilities: output row i needs rows 2i-2 .. 2i+2 (cut as in pyr_down_strips)
         h1 = (h + 1) // 2
@@ -182,12 +190,11 @@ class PyramidBlend:
         for o0 in range(self._half, o1, max(1, self.strip_rows // 2)):
             o_end = min(o1, o0 + max(1, self.strip_rows // 2))
             a0, a1 = max(0, 2 * o0 - 4), min(h, 2 * o_end + 4)
-            p = self._probs(a0, a1)
-            for k in range(n):
-                self.prob1[k][o0:o_end] = cv2.pyrDown(p[k], borderType=cv2.BORDER_REFLECT_101)[
+            for k, p in enumerate(self._probs(a0, a1)):
+                self.prob1[k][o0:o_end] = cv2.pyrDown(p, borderType=cv2.BORDER_REFLECT_101)[
                     o0 - a0 // 2 : o_end - a0 // 2
                 ]
-            del p
+                del p
         self._half = o1
         # the finest level's blend of every strip whose margin has arrived
         blend = _OnlineSoftmax(self.alpha, self.beta, self.window, self.top_k is not None)
@@ -197,8 +204,7 @@ class PyramidBlend:
             a0, a1 = max(0, y0 - self.margin), min(h, y1 + self.margin)
             if a1 > got:
                 break
-            p = self._probs(a0, a1)
-            for k in range(n):
+            for k, p in enumerate(self._probs(a0, a1)):
                 x = self._layer_rows(k, a0, a1)
                 band0 = x - cv2.pyrUp(
                     cv2.pyrDown(x, borderType=cv2.BORDER_REFLECT_101),
@@ -206,9 +212,8 @@ class PyramidBlend:
                     borderType=cv2.BORDER_REFLECT_101,
                 ).reshape(x.shape)
                 del x
-                blend.add(band0, p[k])
-                del band0
-            del p
+                blend.add(band0, p)
+                del band0, p
             self.image[:, y0:y1] = blend.result()[y0 - a0 : y1 - a0].transpose(2, 0, 1)
             self._strip = y1
         # keep only the rows the next half-resolution rows and strips still need

@@ -51,7 +51,7 @@ def test_formula_terms_learned():
     assert est.budget == 384
     # the network's budget plus the half-resolution probabilities of every layer the pyramid blend keeps (float32 at
     # 1/4 of the pixels), plus its planes
-    assert est.working == pytest.approx(384 + (n + 8) * h * w / MB)
+    assert est.working == pytest.approx(384 + (n + 16) * h * w / MB)
     hard = estimate_peak(
         "stackmff_v3", (n, c, h, w), input_bytes=1, learned=True, align=False, memory_budget_mb=384, gather="hard"
     )
