@@ -33,6 +33,25 @@ def layer(stack, k: int) -> np.ndarray:
     return np.asarray(stack[k], dtype=np.float32)
 
 
+def layer_rows(stack, k: int, r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of layer ``k`` of a :func:`prepare_stack` result as ``(C, r1 - r0, W)`` float32."""
+    return np.asarray(stack[k][:, r0:r1], dtype=np.float32)
+
+
+def row_strips(height: int, strip_rows: int, margin: int):
+    """Strips of an image for a local computation: yields ``(y0, y1, a0, a1)``, the output rows ``y0:y1`` (at most
+    ``strip_rows``) and the rows ``a0:a1`` to compute them from (``margin`` more on each side, cut at the image)."""
+    strip_rows = max(1, int(strip_rows))
+    for y0 in range(0, height, strip_rows):
+        y1 = min(height, y0 + strip_rows)
+        yield y0, y1, max(0, y0 - margin), min(height, y1 + margin)
+
+
+def gaussian_radius(sigma: float) -> int:
+    """Half the kernel size ``cv2.GaussianBlur(x, (0, 0), sigma)`` uses on float32 (``cvRound(8 sigma + 1) | 1``)."""
+    return (int(np.floor(8 * sigma + 1 + 0.5)) | 1) // 2
+
+
 def luma_hwc(x: np.ndarray) -> np.ndarray:
     """Luma ``(H, W)`` of an ``(H, W)`` or ``(H, W, 3)`` array (used on pyramid/wavelet coefficients, which are linear)."""
     return x if x.ndim == 2 else luma(x, axis=-1)

@@ -11,12 +11,16 @@ Peak resident memory of the command (MB) ≈ ``libraries + input + aligned + out
 - ``output``: the float32 fused image (4 · C · H · W) and the index and confidence maps of the methods that have
   them (8 · H · W), plus the encoded copy;
 - ``working``: for the learned methods the network's ``memory_budget_mb`` (its tiles, whatever the image size)
-  plus, for the default ``gather="pyramid"``, the blended logits of every layer in fp16 (2 · N · H · W) and the
-  blend's half-resolution planes; for the classical methods a fixed number of bytes per pixel of one layer
-  (:data:`WORKING_BYTES_PER_PIXEL`): they stream over the layers, so it does not grow with N.
+  plus, for the default ``gather="pyramid"``, the half-resolution probabilities of every layer (float32 at 1/4 of
+  the pixels: N · H · W bytes; the blend consumes the network's logits band by band,
+  :class:`~stackmff.fusion.pyramid_blend.PyramidBlend`) and the blend's half-resolution planes; for the classical
+  methods, which stream over the layers and work in row strips, a few bytes per pixel of whole-image planes
+  (:data:`WORKING_BYTES_PER_PIXEL`) plus the planes of one strip (:data:`STRIP_BYTES_PER_PIXEL` times the width
+  times :func:`strip_rows`): neither grows with N, and the strip term does not grow with the height.
 
 The byte counts per pixel were measured with ``python -m pipelines.benchmarks.grid`` (peak RSS of whole commands,
-3 × 40 MP and 10 × 12 MP 8-bit JPEG stacks) and are rounded up.
+3 × 40 MP and 10 × 12 MP 8-bit JPEG stacks) and with ``/usr/bin/time -f %M stackmff fuse`` on 3 × 12 MP, and are
+rounded up.
 """
 
 from __future__ import annotations
@@ -25,21 +29,57 @@ from dataclasses import dataclass
 
 from ..errors import StackMFFError
 
-__all__ = ["WORKING_BYTES_PER_PIXEL", "PeakEstimate", "auto_budget_cap_mb", "check_fits", "estimate_peak"]
+__all__ = [
+    "STRIP_BYTES_PER_PIXEL",
+    "WORKING_BYTES_PER_PIXEL",
+    "PeakEstimate",
+    "auto_budget_cap_mb",
+    "check_fits",
+    "estimate_peak",
+    "strip_rows",
+]
 
-# working memory of each classical method per pixel of one layer (float32 planes of the image besides the stack and
-# the output image), measured on RGB stacks and rounded up
-# (peak RSS of `stackmff fuse` on 3 x 40 MP JPEGs minus libraries, stack and output: focus_measure 43, guided_filter
-# 145, laplacian_pyramid 16, wavelet 42 bytes per pixel)
+# working memory of each classical method: whole-image planes per pixel of one layer (what is left of image-sized
+# buffers: focus_measure's int64 index map, the coarse pyramid/wavelet levels) plus a few planes of one row strip
+# (STRIP_BYTES_PER_PIXEL per pixel of a strip of strip_rows(...) rows, whole width), which do not grow with the height.
+# Rounded up to cover the whole-command runs (peak RSS of `stackmff fuse`, 8-bit RGB JPEGs, JPEG output, minus
+# libraries, stack and output; -O defaults): 3 x 40 MP focus_measure 1601 MB, guided_filter 1476, wavelet 1170,
+# laplacian_pyramid 1248; 3 x 12 MP 559, 643, 502, 490. The peak of these methods is not in the strips but where the
+# output is made (image, maps, the encoded copy), so the sum overstates it a little: the guided filter's, wavelet's
+# and pyramid's actual peaks lie below libraries + stack + output (the output term counts index and confidence
+# maps that they do not make)
 WORKING_BYTES_PER_PIXEL = {
-    "focus_measure": 48.0,
-    "guided_filter": 160.0,
-    "laplacian_pyramid": 24.0,
-    "wavelet": 48.0,
+    "focus_measure": 4.0,
+    "guided_filter": 0.0,
+    "laplacian_pyramid": 4.0,
+    "wavelet": 4.0,
 }
-_DEFAULT_WORKING = 160.0  # a method not measured here (a plugin): as much as the most expensive classical one
+STRIP_BYTES_PER_PIXEL = {
+    "focus_measure": 16.0,
+    "guided_filter": 100.0,
+    "laplacian_pyramid": 16.0,
+    "wavelet": 16.0,
+}
+_STRIP_ROWS = 256  # the methods' default strip_rows
+
+
+def strip_rows(method: str, height: int, width: int) -> int:
+    """Rows of one strip of a classical method with its margins (the default options)."""
+    if method == "focus_measure":  # focus window, twice the guided-filter radius (1 % of the long side), majority
+        return _STRIP_ROWS + 2 * (1 + 8 + 2 * max(4, round(0.01 * max(height, width))) + 2)
+    if method == "guided_filter":  # saliency window + twice the base-weight radius 45
+        return _STRIP_ROWS + 2 * 96
+    if method == "wavelet":  # bior4.4's filter and the majority filter, at both ends of a strip
+        return _STRIP_ROWS + 2 * 12
+    return _STRIP_ROWS + 2 * 8  # laplacian_pyramid: pyrDown + pyrUp, salience box, majority filter
+
+
+_DEFAULT_WORKING = 160.0  # a method not measured here (a plugin): 40 float32 planes of the whole image
 _LIBRARIES_MB = {False: 120.0, True: 450.0}  # resident after the imports: classical, learned (torch on CPU)
-_PYRAMID_BLEND_BYTES_PER_PIXEL = 8.0  # log-sum-exp plane and the half-resolution pyramids of pyramid_blend
+# PyramidBlend besides its half-resolution probabilities: the kept logit rows and strip planes while the network's
+# band is held, the half-resolution pyramids and running sums at the end (10 x 12 MP, --memory-budget 256: peak
+# 1580-1642 MB measured, 1645 by the formula)
+_PYRAMID_BLEND_BYTES_PER_PIXEL = 16.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +131,7 @@ def estimate_peak(
         learned: a learned method (torch, the network budget).
         align: alignment may warp the layers (a 16-bit copy of the stack).
         memory_budget_mb: the network's budget; ``None``: the most :func:`auto_budget_cap_mb` would choose.
-        gather: the learned methods' colour rule ("pyramid" keeps fp16 logits of every layer).
+        gather: the learned methods' colour rule ("pyramid" keeps half-resolution probabilities of every layer).
         available_mb: the memory available, for the automatic budget (default 8 GB).
     """
     n, c, h, w = shape
@@ -101,10 +141,16 @@ def estimate_peak(
     if learned:
         budget = memory_budget_mb if memory_budget_mb is not None else auto_budget_cap_mb(available_mb or 8192.0)
         working = budget
-        if gather == "pyramid":
-            working += (2 * n * px + _PYRAMID_BLEND_BYTES_PER_PIXEL * px) / mb
+        if gather == "pyramid":  # streamed blend, or the fp16 logits kept for one whole-image blend
+            from .pyramid_blend import pyramid_streams
+
+            streamed = (n + _PYRAMID_BLEND_BYTES_PER_PIXEL) * px
+            working += (streamed if pyramid_streams(n, c) else 2 * n * px) / mb
+    elif method in WORKING_BYTES_PER_PIXEL:
+        rows = min(h, strip_rows(method, h, w))
+        working = (WORKING_BYTES_PER_PIXEL[method] * px + STRIP_BYTES_PER_PIXEL[method] * rows * w) / mb
     else:
-        working = WORKING_BYTES_PER_PIXEL.get(method, _DEFAULT_WORKING) * px / mb
+        working = _DEFAULT_WORKING * px / mb
     return PeakEstimate(
         libraries=_LIBRARIES_MB[learned],
         input=input_bytes / mb,

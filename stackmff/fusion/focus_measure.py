@@ -10,8 +10,11 @@ and copy that layer's pixel (exact source values, no blending).
    smoothing of the depth map that Zerene DMap / Helicon B apply with their "radius"/"smoothing" settings).
 3. Argmax over layers, then a majority (mode) filter of the index map as a consistency check; gather.
 
-Layers are processed one at a time (running best measure, second best and argmax), so memory beyond the input
-stack is a few ``(H, W)`` maps whatever N is.
+Every step is local, so the image is processed in row strips with a margin that covers the reach of all of them
+(focus window, twice the guided-filter radius, half the majority window): the result equals the whole-image
+computation (tested) while the working memory is a few planes of one strip, whatever H and N are; within a strip the
+layers are read one at a time (running best measure, second best and argmax). Besides the stack: the output image,
+the index map and the confidence.
 
 References:
     S. K. Nayar and Y. Nakagawa, "Shape from focus", IEEE TPAMI 16(8), 1994. doi:10.1109/34.308479
@@ -28,7 +31,7 @@ import cv2
 import numpy as np
 
 from .._checks import check_choice
-from ._common import gather, guided_filter, layer, luma, majority_filter, prepare_stack
+from ._common import gaussian_radius, guided_filter, layer_rows, luma, majority_filter, prepare_stack, row_strips
 from .registry import FusionResult, register_method
 
 __all__ = ["focus_measure", "fuse_focus_measure"]
@@ -72,6 +75,7 @@ def fuse_focus_measure(
     smooth_radius: int | None = None,
     smooth_eps: float = 1e-3,
     consistency: int = 5,
+    strip_rows: int = 256,
 ) -> FusionResult:
     """Fuse a focal stack by picking, per pixel, the layer with the highest regularised focus measure.
 
@@ -83,6 +87,7 @@ def fuse_focus_measure(
             4 px); 0 disables the regularisation.
         smooth_eps: guided-filter regularisation (squared luma units); smaller keeps edges sharper.
         consistency: window of the majority filter of the index map (odd; <= 1 disables it).
+        strip_rows: rows per strip (the result does not depend on it).
 
     Returns:
         :class:`FusionResult` with ``image (C, H, W)`` (a gather of source pixels), ``index_map (H, W)`` int64 and
@@ -93,26 +98,41 @@ def fuse_focus_measure(
     """
     stack = prepare_stack(stack)
     check_choice(measure, ("laplacian_energy", "sml"), "measure")
-    n, _, h, w = stack.shape
+    n, c, h, w = stack.shape
     radius = max(4, round(0.01 * max(h, w))) if smooth_radius is None else int(smooth_radius)
-    best = np.full((h, w), -np.inf, np.float32)
-    second = np.full((h, w), -np.inf, np.float32)
-    index = np.zeros((h, w), np.int64)
-    for k in range(n):  # one layer at a time: memory stays O(H W) beyond the input
-        gray = luma(layer(stack, k))
-        fm = focus_measure(gray, measure=measure, window=window)
-        if radius > 0:
-            fm = guided_filter(gray, fm, radius, smooth_eps)
-        better = fm > best
-        second = np.where(better, best, np.maximum(second, fm))
-        best = np.where(better, fm, best)
-        index[better] = k
-    index = majority_filter(index, consistency)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        conf = np.where(best > 0, 1.0 - np.maximum(second, 0) / best, 0.0)
+    # every step is local: the focus measure reaches 1 row (Laplacian) + its window, the guided filter 2 radii (two
+    # box filters in a row), the majority filter half its window; strips with that margin are exact
+    reach = 1 + (gaussian_radius(window) if measure == "laplacian_energy" else round(window))
+    margin = reach + 2 * max(radius, 0) + max(consistency, 1) // 2
+    index = np.empty((h, w), np.int64)
+    conf = np.empty((h, w), np.float32)
+    image = np.empty((c, h, w), np.float32)
+    for y0, y1, a0, a1 in row_strips(h, strip_rows, margin):
+        best = np.full((a1 - a0, w), -np.inf, np.float32)
+        second = np.full((a1 - a0, w), -np.inf, np.float32)
+        idx = np.zeros((a1 - a0, w), np.int64)
+        for k in range(n):  # one layer at a time: running best, second best and argmax
+            gray = luma(layer_rows(stack, k, a0, a1))
+            fm = focus_measure(gray, measure=measure, window=window)
+            if radius > 0:
+                fm = guided_filter(gray, fm, radius, smooth_eps)
+            better = fm > best
+            second = np.where(better, best, np.maximum(second, fm))
+            best = np.where(better, fm, best)
+            idx[better] = k
+        cut = slice(y0 - a0, y1 - a0)
+        index[y0:y1] = majority_filter(idx, consistency)[cut]
+        best, second = best[cut], second[cut]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            conf[y0:y1] = np.clip(np.where(best > 0, 1.0 - np.maximum(second, 0) / best, 0.0), 0.0, 1.0)
+        del best, second, idx
+        sel = index[y0:y1]
+        for k in np.unique(sel):
+            mask = sel == k
+            image[:, y0:y1][:, mask] = layer_rows(stack, int(k), y0, y1)[:, mask]
     return FusionResult(
-        image=gather(stack, index),
+        image=image,
         index_map=index,
-        confidence=np.clip(conf, 0.0, 1.0).astype(np.float32),
+        confidence=conf,
         extras={"measure": measure, "smooth_radius": radius, "consistency": consistency},
     )

@@ -6,10 +6,11 @@
 The cut between the network and the colour: :mod:`stackmff.models` runs the network over tiles and returns the
 decision (:class:`~stackmff.models.inference.LayerDecision`: index, confidence, probabilities, V3-star's depth);
 this module drops the layers that must not be fused before it (:mod:`stackmff.fusion.outliers`) and makes the
-colour after it. The decision is iterated band by band because the "hard" and "soft" colour rules are applied to
-each band of finished rows while the tiles run: the probabilities of a band live only as long as the band, as
-before the split, so no ``N × H × W`` float buffer is made; "pyramid" keeps the blended logits of the whole image
-in fp16 (2 bytes per layer-pixel) for :func:`~stackmff.fusion.pyramid_blend.pyramid_blend`.
+colour after it. The decision is iterated band by band because every colour rule consumes each band of finished
+rows while the tiles run: the probabilities of a band live only as long as the band, so no ``N × H × W`` logit
+buffer is made. "pyramid" (:class:`~stackmff.fusion.pyramid_blend.PyramidBlend`) blends the finest level of the
+band's strips at once and keeps only the half-resolution probabilities (float32, 1 byte per layer-pixel: half of
+the fp16 logits it kept before, bitwise the same image).
 
 This module imports torch (through :mod:`stackmff.models`); the registry adapters import it only when a learned
 method runs.
@@ -28,10 +29,11 @@ from ..models.inference import LayerDecision, inference_copy, predict_upstream, 
 from ..models.stackmff_v3 import StackMFFV3
 from ..models.tiling import auto_memory_budget, plan_tiles
 from .outliers import outlier_layers
-from .pyramid_blend import pyramid_blend
+from .pyramid_blend import PyramidBlend, pyramid_blend, pyramid_streams
 from .registry import FusionResult
 
 __all__ = ["GATHERS", "PRESETS", "fuse_stack_upstream", "fuse_stack_v3"]
+
 
 GATHERS = ("hard", "soft", "pyramid")
 PRESETS = ("default", "upstream")
@@ -75,8 +77,8 @@ def fuse_stack_v3(
             "soft" = the softmax-probability-weighted mean of the layers' values (OpenFocus' default output; not
             exact source values; +0.5 dB PSNR on noisy held-out procedural stacks). The author's own code
             (network.py, predict_one_stack.py) is argmax + hard gather: ``preset="upstream"`` in the methods, see
-            :func:`fuse_stack_upstream`. "pyramid" keeps the blended logits (2 bytes per layer-pixel) instead of a
-            gathered image.
+            :func:`fuse_stack_upstream`. "pyramid" keeps the half-resolution probabilities (1 byte per layer-pixel)
+            until the network has decided every row.
         half_res: the cross-layer stage at half resolution (:func:`~stackmff.models.inference.predict_logits`;
             default): ~2× less network time on CPU for -0.04 / -0.02 dB on the held-out sets (weights/README.md);
             False runs the network exactly as trained.
@@ -116,13 +118,19 @@ def fuse_stack_v3(
         stack, tile_logits_fn(net, plan, autocast_dtype=ac, half_res=half_res), plan, regress=regress
     )
 
-    # "pyramid" keeps the blended logits of the whole image (fp16: 2 bytes per layer-pixel) for the blend below;
-    # "hard" and "soft" make the colour of each band of rows as soon as the tiles have decided it
-    logits = np.empty((n, h, w), np.float16) if gather == "pyramid" else None
-    image = np.empty((c, h, w), np.float32) if logits is None else None
+    # every colour rule consumes each band of rows as soon as the tiles have decided it: "hard" and "soft" make its
+    # colour; "pyramid" either streams (its finest level and half-resolution probabilities, the output image held
+    # meanwhile: ~4·C + N bytes per pixel) or keeps the fp16 logits for one whole-image blend (2·N bytes per pixel).
+    # Both give the same image bit for bit: the smaller one is used.
+    stream = gather == "pyramid" and pyramid_streams(n, c)
+    blend = PyramidBlend(stack, top_k=top_k, dtype=np.float16) if stream else None
+    logits = np.empty((n, h, w), np.float16) if gather == "pyramid" and not stream else None
+    image = np.empty((c, h, w), np.float32) if gather != "pyramid" else None
     for band in decision:
         rows = band.rows
-        if logits is not None:
+        if blend is not None:
+            blend.add(rows, band.logits)
+        elif logits is not None:
             logits[:, rows] = band.logits
         elif gather == "soft":  # probability-weighted mean of the layers
             out = image[:, rows]
@@ -134,6 +142,9 @@ def fuse_stack_v3(
         del band  # its logits and probabilities are not kept while the next band's tiles run (peak memory)
     if regress:
         _gather_image(stack, decision.index, image)
+    if blend is not None:
+        image = blend.result()
+        del blend
     if logits is not None:
         image = pyramid_blend(stack, logits, top_k=top_k)
         del logits

@@ -17,7 +17,7 @@ from ..errors import StackMFFError
 from ._common import auto_levels, luma_hwc, pyr_down_strips
 from .laplacian_pyramid import build_laplacian_pyramid, collapse_laplacian_pyramid
 
-__all__ = ["pyramid_blend"]
+__all__ = ["PyramidBlend", "pyramid_blend", "pyramid_streams"]
 
 
 def pyramid_blend(
@@ -80,89 +80,201 @@ def pyramid_blend(
     Returns:
         ``(C, H, W)`` float32 clipped to [0, 1].
     """
-    n, c, h, w = check_layers(stack)
+    n, _c, h, w = check_layers(stack)
     if logits.shape != (n, h, w):
         raise StackMFFError(f"logits must have shape {(n, h, w)}, got {logits.shape}")
-    levels = auto_levels(h, w) if levels is None else levels
-    strip_rows = max(2, int(strip_rows) // 2 * 2)  # even: strips keep the pyramids' 2:1 row phase
-    # log-sum-exp over layers, streamed: log p_k = logit_k - lse
-    lse = np.max(logits, axis=0).astype(np.float32)
-    lsum = np.zeros((h, w), np.float32)
-    for k in range(n):
-        lsum += np.exp(logits[k].astype(np.float32) - lse)
-    lse += np.log(lsum)
-    del lsum
-    kth = None  # the top_k-th largest logit of every pixel: layers below it are left out
-    if top_k is not None and int(top_k) < n:
-        if int(top_k) < 1:
+    blend = PyramidBlend(
+        stack, alpha=alpha, beta=beta, window=window, levels=levels, strip_rows=strip_rows, top_k=top_k
+    )
+    step = blend.strip_rows
+    for r0 in range(0, h, step):
+        blend.add(slice(r0, min(h, r0 + step)), logits[:, r0 : r0 + step])
+    return blend.result()
+
+
+def pyramid_streams(n: int, channels: int) -> bool:
+    """Whether the pyramid colour rule streams (:class:`~stackmff.fusion.pyramid_blend.PyramidBlend`: the output
+    image and the half-resolution probabilities, ~4·C + N bytes per pixel, held while the network runs) rather than
+    keeping the fp16 logits for one whole-image blend (2·N bytes per pixel): above N = 4·C. The image is the same
+    either way. Measured (whole command, default budget): 10 x 12 MP colour 1.47-1.48 GB with the logits vs
+    1.58-1.65 GB streamed, so the logits there; but 3 x 40 MP was lower streamed (2.40 vs 2.55 GB) because the
+    whole-image blend's own planes dominate at that size: this rule follows the network-phase terms only and is
+    not yet fitted to both (issue 16)."""
+    return n > 4 * channels
+
+
+class PyramidBlend:
+    """:func:`pyramid_blend` fed with the logits a band of rows at a time, as the network's tiles finish them.
+
+    Every step that reads the logits is local: the log-sum-exp over layers and the ``top_k`` cut are per pixel, the
+    half-resolution probability of a row needs 2 full-resolution rows on each side, the finest level's blend 16. So
+    each band is consumed as it arrives: the half-resolution probabilities of every layer (float32, N · H · W
+    bytes: 1/2 of the fp16 logits) are computed from it, and the finest level's blend of every strip whose margin
+    has arrived is written into the output image; only a few rows of logits are kept for the next band's margins.
+    :meth:`result` then blends the coarser levels from the kept probabilities and adds their collapse to the finest
+    level. The result is bitwise that of :func:`pyramid_blend` on the whole logits array.
+
+    Usage: ``b = PyramidBlend(stack, ...)``, ``b.add(rows, logits_rows)`` for consecutive row slices from 0 to H
+    (``logits_rows`` ``(N, r, W)``, any float dtype, the same for every band; ``dtype=np.float16`` rounds them to
+    fp16 as they are kept), then ``image = b.result()``.
+    """
+
+    margin = 16  # rows of the finest level's strips: pyrDown + pyrUp (+-4 rows) and the salience box
+
+    def __init__(
+        self,
+        stack: np.ndarray | Sequence[np.ndarray],
+        *,
+        alpha: float = 0.5,
+        beta: float = 4.0,
+        window: int = 5,
+        levels: int | None = None,
+        strip_rows: int = 256,
+        top_k: int | None = None,
+        dtype: np.dtype | type | None = None,
+    ) -> None:
+        n, c, h, w = check_layers(stack)
+        self.dtype = dtype  # the logits are kept (a few strips of them) in this dtype; None: as they are given
+        self.stack, self.shape = stack, (n, c, h, w)
+        self.levels = auto_levels(h, w) if levels is None else levels
+        self.strip_rows = max(2, int(strip_rows) // 2 * 2)  # even: strips keep the pyramids' 2:1 row phase
+        if top_k is not None and int(top_k) < n and int(top_k) < 1:
             raise StackMFFError(f"top_k must be >= 1, got {top_k}")
-        kth = np.empty((h, w), np.float32)
-        for r0 in range(0, h, strip_rows):
-            kth[r0 : r0 + strip_rows] = np.partition(logits[:, r0 : r0 + strip_rows], n - int(top_k), axis=0)[
-                n - int(top_k)
-            ]
+        self.top_k = int(top_k) if top_k is not None and int(top_k) < n else None
+        self.alpha, self.beta, self.window = alpha, beta, window
+        self.image = np.empty((c, h, w), np.float32)  # the finest level's blended detail, then the result
+        # the half-resolution probabilities of every layer, filled as the bands arrive
+        self.prob1 = [np.empty(((h + 1) // 2, (w + 1) // 2), np.float32) for _ in range(n)]
+        self._buf: np.ndarray | None = None  # logits of rows _buf0 : _received
+        self._buf0 = self._received = 0
+        self._half = 0  # next half-resolution row to compute
+        self._strip = 0  # first row of the next finest-level strip
 
-    def layer_rows(k: int, r0: int, r1: int) -> np.ndarray:  # (rows, W, C) float32
-        return np.ascontiguousarray(np.asarray(stack[k][:, r0:r1], np.float32).transpose(1, 2, 0))
+    def _layer_rows(self, k: int, r0: int, r1: int) -> np.ndarray:  # (rows, W, C) float32
+        return np.ascontiguousarray(np.asarray(self.stack[k][:, r0:r1], np.float32).transpose(1, 2, 0))
 
-    def prob_rows(k: int, r0: int, r1: int) -> np.ndarray:  # (rows, W, 1)
-        lk = logits[k, r0:r1].astype(np.float32)
-        p = np.exp(lk - lse[r0:r1])
-        if kth is not None:
-            p[lk < kth[r0:r1]] = 0.0
-        return p[..., None]
-
-    exclude = kth is not None
-    blend = _OnlineSoftmax(alpha, beta, window, exclude)
-    # levels >= 1: the half-resolution Gaussian level of every layer and of its probability, then their pyramids
-    coarse = [_OnlineSoftmax(alpha, beta, window, exclude) for _ in range(levels - 1)]
-    base = None
-    for k in range(n):
-        g1 = pyr_down_strips(lambda r0, r1, k=k: layer_rows(k, r0, r1), h, strip_rows)
-        prob = pyr_down_strips(lambda r0, r1, k=k: prob_rows(k, r0, r1), h, strip_rows)[..., 0]
-        bands = build_laplacian_pyramid(g1[..., 0] if c == 1 else g1, levels - 1)
-        del g1
-        bands = [b if b.ndim == 3 else b[..., None] for b in bands]
-        for lev, acc in enumerate(coarse):
-            acc.add(bands[lev], prob)
-            bands[lev] = None  # type: ignore[call-overload]
-            prob = cv2.pyrDown(prob, borderType=cv2.BORDER_REFLECT_101)
-        base = bands[-1] / np.float32(n) if base is None else base + bands[-1] / np.float32(n)
-        del bands, prob
-    assert base is not None
-    fused = [acc.result() for acc in coarse] + [base]
-    del coarse
-    low = collapse_laplacian_pyramid([f[..., 0] for f in fused] if c == 1 else fused)  # the fused level 1
-    low = low[..., None] if low.ndim == 2 else low
-    del fused
-
-    # level 0 and the rebuilt image, strip by strip: a margin of 16 rows covers pyrDown + pyrUp (+-4 rows) and the
-    # salience box; the coarse rows for pyrUp get 2 rows of margin
-    image = np.empty((c, h, w), np.float32)
-    h1 = low.shape[0]
-    margin = 16
-    for y0 in range(0, h, strip_rows):
-        y1 = min(h, y0 + strip_rows)
-        a0, a1 = max(0, y0 - margin), min(h, y1 + margin)
-        blend.reset()
+    def _probs(self, r0: int, r1: int):
+        # the (rows, W) float32 probability of every layer in turn, rows r0:r1 (kept in the buffer): softmax over the
+        # layers, the layers outside a pixel's top_k set to 0; one layer's plane at a time (N of them would be
+        # made while the network's band is still held)
+        lg = self._buf[:, r0 - self._buf0 : r1 - self._buf0]
+        n = lg.shape[0]
+        lse = np.max(lg, axis=0).astype(np.float32)
+        lsum = np.zeros(lse.shape, np.float32)
         for k in range(n):
-            x = layer_rows(k, a0, a1)
-            band0 = x - cv2.pyrUp(
-                cv2.pyrDown(x, borderType=cv2.BORDER_REFLECT_101),
-                dstsize=(w, a1 - a0),
-                borderType=cv2.BORDER_REFLECT_101,
-            ).reshape(x.shape)
-            del x
-            blend.add(band0, prob_rows(k, a0, a1)[..., 0])
-            del band0
-        detail = blend.result()[y0 - a0 : y1 - a0]
-        b0, b1 = max(0, y0 // 2 - 2), min(h1, (y1 + 1) // 2 + 2)
-        up_h = 2 * (b1 - b0) - (1 if b1 == h1 and h % 2 else 0)  # the full image's odd last row, if it is here
-        up = cv2.pyrUp(low[b0:b1], dstsize=(w, up_h), borderType=cv2.BORDER_REFLECT_101).reshape(up_h, w, c)
-        strip = up[y0 - 2 * b0 : y1 - 2 * b0] + detail
-        np.clip(strip, 0.0, 1.0, out=strip)
-        image[:, y0:y1] = strip.transpose(2, 0, 1)
-    return image
+            lsum += np.exp(lg[k].astype(np.float32) - lse)
+        lse += np.log(lsum)
+        del lsum
+        kth = None
+        if self.top_k is not None:
+            kth = np.empty(lse.shape, np.float32)
+            kth[:] = np.partition(lg, n - self.top_k, axis=0)[n - self.top_k]
+        for k in range(n):
+            lk = lg[k].astype(np.float32)
+            p = np.exp(lk - lse)
+            if kth is not None:
+                p[lk < kth] = 0.0
+            del lk
+            yield p
+
+    def add(self, rows: slice, logits: np.ndarray) -> None:
+        """The logits ``(N, r, W)`` of the image rows ``rows`` (the rows right after the previous band's)."""
+        n, _c, h, w = self.shape
+        if rows.start != self._received or logits.shape != (n, rows.stop - rows.start, w) or rows.stop > h:
+            raise StackMFFError(
+                f"logits of rows {self._received}.. with shape (N, r, {w}) expected, got {logits.shape}"
+            )
+        # a strip's rows at a time: the kept rows stay a few strips whatever the band's height (no copy of the band)
+        for r0 in range(0, logits.shape[1], self.strip_rows):
+            part = logits[:, r0 : r0 + self.strip_rows].astype(self.dtype or logits.dtype)
+            self._buf = part if self._buf is None else np.concatenate([self._buf, part], axis=1)
+            del part
+            self._received = rows.start + min(logits.shape[1], r0 + self.strip_rows)
+            self._advance()
+
+    def _advance(self) -> None:
+        _n, _c, h, w = self.shape
+        got, done = self._received, self._received == h
+        # half-resolution probabilities: output row i needs rows 2i-2 .. 2i+2 (cut as in pyr_down_strips)
+        h1 = (h + 1) // 2
+        o1 = h1 if done else max(self._half, (got - 4) // 2)
+        for o0 in range(self._half, o1, max(1, self.strip_rows // 2)):
+            o_end = min(o1, o0 + max(1, self.strip_rows // 2))
+            a0, a1 = max(0, 2 * o0 - 4), min(h, 2 * o_end + 4)
+            for k, p in enumerate(self._probs(a0, a1)):
+                self.prob1[k][o0:o_end] = cv2.pyrDown(p, borderType=cv2.BORDER_REFLECT_101)[
+                    o0 - a0 // 2 : o_end - a0 // 2
+                ]
+                del p
+        self._half = o1
+        # the finest level's blend of every strip whose margin has arrived
+        blend = _OnlineSoftmax(self.alpha, self.beta, self.window, self.top_k is not None)
+        while self._strip < h:
+            y0 = self._strip
+            y1 = min(h, y0 + self.strip_rows)
+            a0, a1 = max(0, y0 - self.margin), min(h, y1 + self.margin)
+            if a1 > got:
+                break
+            for k, p in enumerate(self._probs(a0, a1)):
+                x = self._layer_rows(k, a0, a1)
+                band0 = x - cv2.pyrUp(
+                    cv2.pyrDown(x, borderType=cv2.BORDER_REFLECT_101),
+                    dstsize=(w, a1 - a0),
+                    borderType=cv2.BORDER_REFLECT_101,
+                ).reshape(x.shape)
+                del x
+                blend.add(band0, p)
+                del band0, p
+            self.image[:, y0:y1] = blend.result()[y0 - a0 : y1 - a0].transpose(2, 0, 1)
+            self._strip = y1
+        # keep only the rows the next half-resolution rows and strips still need
+        keep = min(max(0, 2 * self._half - 4), max(0, self._strip - self.margin), got)
+        if keep > self._buf0:
+            self._buf = self._buf[:, keep - self._buf0 :].copy()
+            self._buf0 = keep
+
+    def result(self) -> np.ndarray:
+        """The blended image ``(C, H, W)`` float32 in [0, 1], once every row's logits were added."""
+        n, c, h, w = self.shape
+        if self._received != h:
+            raise StackMFFError(f"logits of rows {self._received}..{h} were not added")
+        self._buf = None
+        levels, strip_rows, exclude = self.levels, self.strip_rows, self.top_k is not None
+        # levels >= 1: the half-resolution Gaussian level of every layer and its probability, then their pyramids
+        coarse = [_OnlineSoftmax(self.alpha, self.beta, self.window, exclude) for _ in range(levels - 1)]
+        base = None
+        for k in range(n):
+            g1 = pyr_down_strips(lambda r0, r1, k=k: self._layer_rows(k, r0, r1), h, strip_rows)
+            prob, self.prob1[k] = self.prob1[k], None
+            bands = build_laplacian_pyramid(g1[..., 0] if c == 1 else g1, levels - 1)
+            del g1
+            bands = [b if b.ndim == 3 else b[..., None] for b in bands]
+            for lev, acc in enumerate(coarse):
+                acc.add(bands[lev], prob)
+                bands[lev] = None  # type: ignore[call-overload]
+                prob = cv2.pyrDown(prob, borderType=cv2.BORDER_REFLECT_101)
+            base = bands[-1] / np.float32(n) if base is None else base + bands[-1] / np.float32(n)
+            del bands, prob
+        assert base is not None
+        fused = [acc.result() for acc in coarse] + [base]
+        del coarse
+        low = collapse_laplacian_pyramid([f[..., 0] for f in fused] if c == 1 else fused)  # the fused level 1
+        low = low[..., None] if low.ndim == 2 else low
+        del fused
+        # the rebuilt image: the collapse of levels >= 1 brought up to full resolution (2 coarse rows of margin for
+        # pyrUp) plus the finest level's blended detail, strip by strip
+        image = self.image
+        h1 = low.shape[0]
+        for y0 in range(0, h, strip_rows):
+            y1 = min(h, y0 + strip_rows)
+            b0, b1 = max(0, y0 // 2 - 2), min(h1, (y1 + 1) // 2 + 2)
+            up_h = 2 * (b1 - b0) - (1 if b1 == h1 and h % 2 else 0)  # the full image's odd last row, if it is here
+            up = cv2.pyrUp(low[b0:b1], dstsize=(w, up_h), borderType=cv2.BORDER_REFLECT_101).reshape(up_h, w, c)
+            strip = up[y0 - 2 * b0 : y1 - 2 * b0] + image[:, y0:y1].transpose(1, 2, 0)
+            np.clip(strip, 0.0, 1.0, out=strip)
+            image[:, y0:y1] = strip.transpose(2, 0, 1)
+        self.image = None
+        return image
 
 
 class _OnlineSoftmax:

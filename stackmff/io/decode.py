@@ -58,7 +58,16 @@ def to_uint(image: np.ndarray, bit_depth: int = 8) -> np.ndarray:
         raise StackMFFError(f"bit_depth must be 8 or 16, got {bit_depth}.")
     scale = 255.0 if bit_depth == 8 else 65535.0
     dtype = np.uint8 if bit_depth == 8 else np.uint16
-    return np.rint(np.clip(image, 0.0, 1.0) * scale).astype(dtype)
+    image = np.asarray(image)
+    if image.ndim < 2 or image.shape[0] < 2:
+        return np.rint(np.clip(image, 0.0, 1.0) * scale).astype(dtype)
+    # a few MB of rows at a time: the float temporaries of clip, scale and rint would otherwise be 3 copies of the
+    # whole image (the peak of saving a 40 MP result); the same values, element by element
+    out = np.empty(image.shape, dtype)
+    step = max(1, (1 << 22) // max(1, image[0].size))
+    for r0 in range(0, image.shape[0], step):
+        out[r0 : r0 + step] = np.rint(np.clip(image[r0 : r0 + step], 0.0, 1.0) * scale)
+    return out
 
 
 def _png_bit_depth(path: Path) -> int:

@@ -325,3 +325,16 @@ def test_read_rgb8_gives_opencvs_colour_pixels(tmp_path, name, array):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     with pytest.raises(StackMFFError, match="cannot read"):
         read_rgb8(tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("shape", [(1200, 1500, 3), (3, 40, 50), (5000, 7), (1, 9, 9), (7,)])
+def test_to_uint_in_row_chunks_gives_the_whole_array_conversion(shape):
+    from stackmff.io.decode import to_uint
+
+    x = (np.random.default_rng(len(shape)).random(shape) * 1.4 - 0.2).astype(np.float32)
+    for bits, scale, dtype in ((8, 255.0, np.uint8), (16, 65535.0, np.uint16)):
+        for arr in (x, x.T):  # contiguous and a transposed view (what save_image passes)
+            ref = np.rint(np.clip(arr, 0.0, 1.0) * scale).astype(dtype)
+            got = to_uint(arr, bits)
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got, ref)

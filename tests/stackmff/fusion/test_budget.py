@@ -7,7 +7,13 @@ from _helpers import synthetic_stack
 
 import stackmff.io.decode as decode
 from stackmff.errors import StackMFFError
-from stackmff.fusion.budget import WORKING_BYTES_PER_PIXEL, check_fits, estimate_peak
+from stackmff.fusion.budget import (
+    STRIP_BYTES_PER_PIXEL,
+    WORKING_BYTES_PER_PIXEL,
+    check_fits,
+    estimate_peak,
+    strip_rows,
+)
 from stackmff.fusion.run import fuse_to_file
 from stackmff.io import save_image
 
@@ -20,7 +26,15 @@ def test_formula_terms_classical():
     assert est.input == pytest.approx(n * c * h * w / MB)
     assert est.aligned == pytest.approx(2 * n * c * h * w / MB)  # a 16-bit warped copy
     assert est.output == pytest.approx((6 * c + 8) * h * w / MB)
-    assert est.working == pytest.approx(WORKING_BYTES_PER_PIXEL["laplacian_pyramid"] * h * w / MB)  # not x N
+    # whole-image planes plus one row strip: not x N, and the strip does not grow with the height
+    strip = STRIP_BYTES_PER_PIXEL["laplacian_pyramid"] * strip_rows("laplacian_pyramid", h, w) * w
+    assert est.working == pytest.approx((WORKING_BYTES_PER_PIXEL["laplacian_pyramid"] * h * w + strip) / MB)
+    for name in WORKING_BYTES_PER_PIXEL:
+        # (the long side stays w: focus_measure's margin is 1 % of it)
+        taller = estimate_peak(name, (n, c, h, w), input_bytes=0, learned=False, align=False)
+        short = estimate_peak(name, (n, c, h // 2, w), input_bytes=0, learned=False, align=False)
+        grows = taller.working - short.working
+        assert grows == pytest.approx(WORKING_BYTES_PER_PIXEL[name] * (h - h // 2) * w / MB)
     assert est.budget is None
     assert est.total == pytest.approx(est.libraries + est.input + est.aligned + est.output + est.working)
     assert est.total < 24 * 1024  # the 50 x 24 MP stack fits a 24 GB machine, alignment included
@@ -35,8 +49,9 @@ def test_formula_terms_learned():
         "stackmff_v3", (n, c, h, w), input_bytes=n * c * h * w, learned=True, align=True, memory_budget_mb=384
     )
     assert est.budget == 384
-    # the network's budget plus the fp16 logits of every layer the pyramid blend needs, plus its planes
-    assert est.working == pytest.approx(384 + (2 * n + 8) * h * w / MB)
+    # the network's budget plus the half-resolution probabilities of every layer the pyramid blend keeps (float32 at
+    # 1/4 of the pixels), plus its planes
+    assert est.working == pytest.approx(384 + (n + 16) * h * w / MB)
     hard = estimate_peak(
         "stackmff_v3", (n, c, h, w), input_bytes=1, learned=True, align=False, memory_budget_mb=384, gather="hard"
     )

@@ -9,7 +9,7 @@ from _helpers import scene_stack
 from scipy.ndimage import uniform_filter
 
 from stackmff.errors import StackMFFError
-from stackmff.fusion.pyramid_blend import pyramid_blend
+from stackmff.fusion.pyramid_blend import PyramidBlend, pyramid_blend
 
 
 def _pyramid_reference(st, logits, alpha=0.5, beta=4.0, window=5, top_k=None):
@@ -102,3 +102,42 @@ def test_pyramid_blend_follows_a_confident_network_between_equally_sharp_layers(
     err = lambda x, cols: np.abs(out - x)[:, 8:-8, cols].mean()  # noqa: E731
     assert err(a, slice(4, 36)) < 0.3 * err(b, slice(4, 36))
     assert err(b, slice(60, 92)) < 0.3 * err(a, slice(60, 92))
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "c", "bands"), [(70, 90, 3, (5, 33, 70)), (67, 45, 1, (1, 2, 3, 40, 67)), (9, 40, 3, (9,))]
+)
+def test_pyramid_blend_fed_band_by_band_equals_the_whole_logits(h, w, c, bands):
+    # the network's bands (any heights, even 1 row, shorter than every margin) give the bits of the whole array
+    st = scene_stack(n=4, h=h, w=w, seed=3)[:, :c]
+    logits = np.random.default_rng(2).normal(0, 2, (4, h, w)).astype(np.float16)
+    for k in (None, 2):
+        whole = pyramid_blend(st, logits, strip_rows=8, top_k=k)
+        blend = PyramidBlend(st, strip_rows=8, top_k=k)
+        r0 = 0
+        for r1 in bands:
+            blend.add(slice(r0, r1), logits[:, r0:r1])
+            r0 = r1
+        np.testing.assert_array_equal(blend.result(), whole)
+    blend = PyramidBlend(st)
+    with pytest.raises(StackMFFError, match="rows"):
+        blend.add(slice(1, 3), logits[:, 1:3])
+    with pytest.raises(StackMFFError, match="not added"):
+        blend.result()
+
+
+def test_v3_streams_the_blend_only_for_many_layers_and_gives_the_same_image_either_way(monkeypatch):
+    import stackmff.fusion.learned as learned
+    from stackmff.fusion import get_fusion_method
+    from stackmff.fusion.pyramid_blend import pyramid_streams
+
+    assert not pyramid_streams(10, 3) and pyramid_streams(13, 3) and pyramid_streams(5, 1)
+    from _helpers import synthetic_stack
+
+    stack, _, _ = synthetic_stack(5, height=70, width=90, seed=3)
+    v3 = get_fusion_method("stackmff_v3")
+    images = []
+    for streams in (False, True):
+        monkeypatch.setattr(learned, "pyramid_streams", lambda n, c, s=streams: s)
+        images.append(v3(stack, device="cpu").image)
+    np.testing.assert_array_equal(images[0], images[1])
