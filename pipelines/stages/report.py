@@ -245,8 +245,9 @@ def run(
             f"{mach.get('loadavg_after')} after; table in bench/grid.json."
         )
         for v in bench.get("versus", []):  # the peers' time over ours, per cell of the same run
-            said = [f"OpenFocus / V3 wall {v['openfocus_over_v3_wall']}x, CPU {v['openfocus_over_v3_cpu']}x"]
-            said = said if "openfocus_over_v3_wall" in v else []
+            said = []
+            if "openfocus_over_v3_wall" in v:  # OpenFocus installed (else only enfuse / focus-stack may be)
+                said.append(f"OpenFocus / V3 wall {v['openfocus_over_v3_wall']}x, CPU {v['openfocus_over_v3_cpu']}x")
             for peer, label in (("focus_stack", "focus-stack"), ("enfuse", "enfuse")):
                 if f"{peer}_over_classical_wall" in v:
                     said.append(f"{label} / {v['fastest_classical']} wall {v[f'{peer}_over_classical_wall']}x")

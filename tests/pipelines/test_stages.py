@@ -139,7 +139,8 @@ def test_evaluate_then_report(bench, tmp_path):
     grid.mkdir(parents=True)
     versus = {"layers": 10, "megapixels": 1.0, "openfocus_over_v3_wall": 4.5, "openfocus_over_v3_cpu": 5.0}
     versus |= {"fastest_classical": "wavelet", "enfuse_over_classical_wall": 2.0}
-    grid_json = {"machine": {"cpu": "TestCPU 9000", "cpu_count": 2}, "rows": [], "versus": [versus]}
+    only_enfuse = {"layers": 3, "megapixels": 1.0, "fastest_classical": "wavelet", "enfuse_over_classical_wall": 1.9}
+    grid_json = {"machine": {"cpu": "TestCPU 9000", "cpu_count": 2}, "rows": [], "versus": [versus, only_enfuse]}
     (grid / "grid.json").write_text(json.dumps(grid_json))
     shutil.copyfile(tmp_path / "fused" / "focus_measure" / "synthetic" / "proc" / "0000.png", grid / "grid_vs_n.png")
     summary = report.run(
@@ -185,6 +186,7 @@ def test_evaluate_then_report(bench, tmp_path):
     assert 'src="http' not in html and html.count("data:image/png;base64,") > 6
     assert "speed/memory grid: whole command vs N" in html and "TestCPU 9000" in html
     assert "OpenFocus / V3 wall 4.5x, CPU 5.0x; enfuse / wavelet wall 2.0x" in html
+    assert "N = 3 at 1 MP, same run: enfuse / wavelet wall 1.9x." in html  # no OpenFocus in that cell: no KeyError
 
 
 def test_peers_stage_records_tool_versions_so_dvc_sees_installs(tmp_path):
