@@ -141,11 +141,8 @@ def estimate_peak(
     if learned:
         budget = memory_budget_mb if memory_budget_mb is not None else auto_budget_cap_mb(available_mb or 8192.0)
         working = budget
-        if gather == "pyramid":  # streamed blend, or the fp16 logits kept for one whole-image blend
-            from .pyramid_blend import pyramid_streams
-
-            streamed = (n + _PYRAMID_BLEND_BYTES_PER_PIXEL) * px
-            working += (streamed if pyramid_streams(n, c) else 2 * n * px) / mb
+        if gather == "pyramid":
+            working += (n * px + _PYRAMID_BLEND_BYTES_PER_PIXEL * px) / mb
     elif method in WORKING_BYTES_PER_PIXEL:
         rows = min(h, strip_rows(method, h, w))
         working = (WORKING_BYTES_PER_PIXEL[method] * px + STRIP_BYTES_PER_PIXEL[method] * rows * w) / mb

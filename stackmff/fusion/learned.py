@@ -29,11 +29,10 @@ from ..models.inference import LayerDecision, inference_copy, predict_upstream, 
 from ..models.stackmff_v3 import StackMFFV3
 from ..models.tiling import auto_memory_budget, plan_tiles
 from .outliers import outlier_layers
-from .pyramid_blend import PyramidBlend, pyramid_blend, pyramid_streams
+from .pyramid_blend import PyramidBlend
 from .registry import FusionResult
 
 __all__ = ["GATHERS", "PRESETS", "fuse_stack_upstream", "fuse_stack_v3"]
-
 
 GATHERS = ("hard", "soft", "pyramid")
 PRESETS = ("default", "upstream")
@@ -119,19 +118,14 @@ def fuse_stack_v3(
     )
 
     # every colour rule consumes each band of rows as soon as the tiles have decided it: "hard" and "soft" make its
-    # colour; "pyramid" either streams (its finest level and half-resolution probabilities, the output image held
-    # meanwhile: ~4·C + N bytes per pixel) or keeps the fp16 logits for one whole-image blend (2·N bytes per pixel).
-    # Both give the same image bit for bit: the smaller one is used.
-    stream = gather == "pyramid" and pyramid_streams(n, c)
-    blend = PyramidBlend(stack, top_k=top_k, dtype=np.float16) if stream else None
-    logits = np.empty((n, h, w), np.float16) if gather == "pyramid" and not stream else None
-    image = np.empty((c, h, w), np.float32) if gather != "pyramid" else None
+    # colour, "pyramid" its finest level and its half-resolution probabilities (the logits in fp16, as they always
+    # were for the blend; no whole-image logits are kept)
+    blend = PyramidBlend(stack, top_k=top_k, dtype=np.float16) if gather == "pyramid" else None
+    image = np.empty((c, h, w), np.float32) if blend is None else None
     for band in decision:
         rows = band.rows
         if blend is not None:
             blend.add(rows, band.logits)
-        elif logits is not None:
-            logits[:, rows] = band.logits
         elif gather == "soft":  # probability-weighted mean of the layers
             out = image[:, rows]
             out[:] = 0
@@ -145,9 +139,6 @@ def fuse_stack_v3(
     if blend is not None:
         image = blend.result()
         del blend
-    if logits is not None:
-        image = pyramid_blend(stack, logits, top_k=top_k)
-        del logits
     index = decision.index
     if len(rejected):
         index = keep.astype(np.int32)[index]  # back to positions in the input stack

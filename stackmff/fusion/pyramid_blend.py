@@ -17,7 +17,7 @@ from ..errors import StackMFFError
 from ._common import auto_levels, luma_hwc, pyr_down_strips
 from .laplacian_pyramid import build_laplacian_pyramid, collapse_laplacian_pyramid
 
-__all__ = ["PyramidBlend", "pyramid_blend", "pyramid_streams"]
+__all__ = ["PyramidBlend", "pyramid_blend"]
 
 
 def pyramid_blend(
@@ -90,17 +90,6 @@ def pyramid_blend(
     for r0 in range(0, h, step):
         blend.add(slice(r0, min(h, r0 + step)), logits[:, r0 : r0 + step])
     return blend.result()
-
-
-def pyramid_streams(n: int, channels: int) -> bool:
-    """Whether the pyramid colour rule streams (:class:`~stackmff.fusion.pyramid_blend.PyramidBlend`: the output
-    image and the half-resolution probabilities, ~4·C + N bytes per pixel, held while the network runs) rather than
-    keeping the fp16 logits for one whole-image blend (2·N bytes per pixel): above N = 4·C. The image is the same
-    either way. Measured (whole command, default budget): 10 x 12 MP colour 1.47-1.48 GB with the logits vs
-    1.58-1.65 GB streamed, so the logits there; but 3 x 40 MP was lower streamed (2.40 vs 2.55 GB) because the
-    whole-image blend's own planes dominate at that size: this rule follows the network-phase terms only and is
-    not yet fitted to both (issue 16)."""
-    return n > 4 * channels
 
 
 class PyramidBlend:

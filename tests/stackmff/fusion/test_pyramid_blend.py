@@ -124,20 +124,3 @@ def test_pyramid_blend_fed_band_by_band_equals_the_whole_logits(h, w, c, bands):
         blend.add(slice(1, 3), logits[:, 1:3])
     with pytest.raises(StackMFFError, match="not added"):
         blend.result()
-
-
-def test_v3_streams_the_blend_only_for_many_layers_and_gives_the_same_image_either_way(monkeypatch):
-    import stackmff.fusion.learned as learned
-    from stackmff.fusion import get_fusion_method
-    from stackmff.fusion.pyramid_blend import pyramid_streams
-
-    assert not pyramid_streams(10, 3) and pyramid_streams(13, 3) and pyramid_streams(5, 1)
-    from _helpers import synthetic_stack
-
-    stack, _, _ = synthetic_stack(5, height=70, width=90, seed=3)
-    v3 = get_fusion_method("stackmff_v3")
-    images = []
-    for streams in (False, True):
-        monkeypatch.setattr(learned, "pyramid_streams", lambda n, c, s=streams: s)
-        images.append(v3(stack, device="cpu").image)
-    np.testing.assert_array_equal(images[0], images[1])
