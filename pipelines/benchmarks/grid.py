@@ -268,6 +268,8 @@ def run_grid(
     cells = sorted(((n, mp) for n in layers for mp in megapixels), key=lambda c: c[0] * c[1])
     modes = ("alone", beside) if beside != "none" else ("alone",)
     slow: set[tuple[str, str]] = set()  # (method, threads) that exceeded max_seconds
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stackmff-grid-", dir=workdir) as tmp:
         for n, mp in cells:
             stack = Path(tmp) / f"n{n}_mp{mp}"

@@ -20,8 +20,9 @@ class AlignResult:
     Attributes:
         images: ``(N', C, H', W')`` float32 in [0, 1], the aligned layers (``N' < N`` when failed layers were
             dropped; ``H' x W'`` is the crop in ``crop`` frame). When ``skipped`` it is the input array itself.
-            A compact input (:class:`stackmff.io.CompactStack`) gives a compact stack of 16-bit layers (same
-            interface, half the memory of float32).
+            A compact input (:class:`stackmff.io.CompactStack`) gives a compact stack (same interface): 8-bit
+            layers when every input layer is 8-bit (the warped values rounded to 8 bits, a quarter of the memory of
+            float32), else 16-bit layers.
         mode: the motion model used (``none`` when nothing was estimated).
         reference: index (in the input) of the reference layer.
         matrices: ``(N, 3, 3)`` float64, reference -> layer pixel coordinates at input resolution.

@@ -5,18 +5,9 @@ from __future__ import annotations
 import resource
 import sys
 
+from .._memory import proc_kib
+
 __all__ = ["PeakMemory"]
-
-
-def _status_kib(field: str) -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return float(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 class PeakMemory:
@@ -43,7 +34,7 @@ class PeakMemory:
         self._exact = False
 
     def __enter__(self) -> PeakMemory:
-        self._start_kib = _status_kib("VmRSS") or 0.0
+        self._start_kib = proc_kib("VmRSS") or 0.0
         try:
             with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
                 f.write("5")
@@ -53,7 +44,7 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        hwm = _status_kib("VmHWM") if self._exact else None
+        hwm = proc_kib("VmHWM") if self._exact else None
         if hwm is None:
             # ru_maxrss is KiB on Linux, bytes on macOS
             rss = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import cv2
 import numpy as np
 
@@ -124,6 +126,30 @@ def majority_filter(labels: np.ndarray, size: int) -> np.ndarray:
         out[better] = lab
         best_count = np.where(better, count, best_count)
     return out
+
+
+def running_argmax(scores: Iterable[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """Per-pixel argmax over the layers of several score maps, fed one layer at a time.
+
+    Args:
+        scores: for layer 0, 1, ..., N-1 in turn, its score maps (one per level, each level's the same shape for
+            every layer); a generator keeps only one layer's maps besides the running maxima.
+
+    Returns:
+        One int32 map per level: the layer with the largest score (the first one on ties).
+    """
+    best: list[np.ndarray] = []
+    choice: list[np.ndarray] = []
+    for k, maps in enumerate(scores):
+        for lev, s in enumerate(maps):
+            if k == 0:
+                best.append(s)
+                choice.append(np.zeros(s.shape, np.int32))
+            else:
+                better = s > best[lev]
+                best[lev] = np.where(better, s, best[lev])
+                choice[lev][better] = k
+    return choice
 
 
 def gather(stack: np.ndarray, index_map: np.ndarray) -> np.ndarray:

@@ -1,15 +1,18 @@
 """What ``stackmff fuse`` holds at its peak, term by term: the formula behind ``--memory-budget`` and the check
 that refuses, before the fusion starts, a stack that cannot fit in the memory available.
 
-Peak resident memory of the command (MB) ≈ ``libraries + input + aligned + output + working``:
+Peak resident memory of the command (MB) ≈ ``libraries + input + aligned + output + working``, or, when alignment
+may warp, ``libraries + aligned + max(input, output + working)`` (the loaded layers are freed once warped, before
+the fusion):
 
 - ``libraries``: the interpreter, NumPy/OpenCV and, for the learned methods, torch (the CUDA build's library pages
   released on CPU, :func:`stackmff.models.device.drop_gpu_library_pages`);
 - ``input``: the stack as loaded, its decoded 8/16-bit pixels (N · C · H · W bytes for 8-bit files);
-- ``aligned``: with ``--align`` other than ``none``, a warped copy in 16-bit layers (2 · N · C · H · W bytes) when
-  the layers need warping (``auto`` leaves a registered stack untouched: 0);
-- ``output``: the float32 fused image (4 · C · H · W) and the index and confidence maps of the methods that have
-  them (8 · H · W), plus the encoded copy;
+- ``aligned``: with ``--align`` other than ``none``, the warped layers (N · C · H · W bytes for 8-bit files, twice that
+  for 16-bit ones) when the layers need warping (``auto`` leaves a registered stack untouched, but the estimate
+  cannot know that before the check);
+- ``output``: the float32 fused image (4 · C · H · W), the index and confidence maps (8 · H · W; the learned
+  methods keep them in 3 · H · W bytes while the network runs, uint8 and float16), plus the encoded copy;
 - ``working``: for the learned methods the network's ``memory_budget_mb`` (its tiles, whatever the image size)
   plus, for the default ``gather="pyramid"``, the half-resolution probabilities of every layer (float32 at 1/4 of
   the pixels: N · H · W bytes; the blend consumes the network's logits band by band,
@@ -77,9 +80,9 @@ def strip_rows(method: str, height: int, width: int) -> int:
 _DEFAULT_WORKING = 160.0  # a method not measured here (a plugin): 40 float32 planes of the whole image
 _LIBRARIES_MB = {False: 120.0, True: 450.0}  # resident after the imports: classical, learned (torch on CPU)
 # PyramidBlend besides its half-resolution probabilities: the kept logit rows and strip planes while the network's
-# band is held, the half-resolution pyramids and running sums at the end (10 x 12 MP, --memory-budget 256: peak
-# 1580-1642 MB measured, 1645 by the formula)
-_PYRAMID_BLEND_BYTES_PER_PIXEL = 16.0
+# band is held, the half-resolution pyramids and running sums at the end (10 x 12 MP JPEGs, default command, auto
+# budget 256: peak 1406-1449 MB measured, 1541 by the formula)
+_PYRAMID_BLEND_BYTES_PER_PIXEL = 12.0
 
 
 @dataclass(frozen=True)
@@ -95,13 +98,21 @@ class PeakEstimate:
 
     @property
     def total(self) -> float:
-        return self.libraries + self.input + self.aligned + self.output + self.working
+        if self.aligned:  # the loaded layers are freed once warped: they and the fusion's memory never coexist
+            return self.libraries + self.aligned + max(self.input, self.output + self.working)
+        return self.libraries + self.input + self.output + self.working
 
     def describe(self) -> str:
         net = f", of it {self.budget:.0f} network budget" if self.budget is not None else ""
+        if self.aligned:
+            return (
+                f"~{self.total:.0f} MB: aligned copy {self.aligned:.0f} + the larger of the stack {self.input:.0f} "
+                f"(freed once warped) and output {self.output:.0f} + working {self.working:.0f}{net}, + libraries "
+                f"{self.libraries:.0f}"
+            )
         return (
-            f"~{self.total:.0f} MB: stack {self.input:.0f} + aligned copy {self.aligned:.0f} + output "
-            f"{self.output:.0f} + working {self.working:.0f}{net} + libraries {self.libraries:.0f}"
+            f"~{self.total:.0f} MB: stack {self.input:.0f} + output {self.output:.0f} + working "
+            f"{self.working:.0f}{net} + libraries {self.libraries:.0f}"
         )
 
 
@@ -121,6 +132,7 @@ def estimate_peak(
     memory_budget_mb: float | None = None,
     gather: str = "pyramid",
     available_mb: float | None = None,
+    aligned_bytes: int = 2,
 ) -> PeakEstimate:
     """The peak of ``stackmff fuse`` on a stack of ``shape`` ``(N, C, H, W)`` by the formula of this module.
 
@@ -129,14 +141,19 @@ def estimate_peak(
         shape: ``(N, C, H, W)`` of the loaded stack.
         input_bytes: bytes the loaded stack holds (``stack.images.nbytes``).
         learned: a learned method (torch, the network budget).
-        align: alignment may warp the layers (a 16-bit copy of the stack).
+        align: alignment may warp the layers (a copy of the stack, ``aligned_bytes`` per sample; the loaded layers
+            are then freed before the fusion).
         memory_budget_mb: the network's budget; ``None``: the most :func:`auto_budget_cap_mb` would choose.
         gather: the learned methods' colour rule ("pyramid" keeps half-resolution probabilities of every layer).
         available_mb: the memory available, for the automatic budget (default 8 GB).
+        aligned_bytes: bytes per sample of the warped layers: 1 when every layer is 8-bit, else 2.
     """
     n, c, h, w = shape
     px, mb = h * w, 2.0**20
-    out = (4 * c * px + 2 * c * px + 8 * px) / mb  # float image, its encoded copy, index and confidence maps
+    maps = (
+        3 if learned else 8
+    )  # index and confidence maps: uint8 + float16 while the network runs, else int32 + float32
+    out = (4 * c * px + 2 * c * px + maps * px) / mb  # float image, its encoded copy, the maps
     budget = None
     if learned:
         budget = memory_budget_mb if memory_budget_mb is not None else auto_budget_cap_mb(available_mb or 8192.0)
@@ -151,7 +168,7 @@ def estimate_peak(
     return PeakEstimate(
         libraries=_LIBRARIES_MB[learned],
         input=input_bytes / mb,
-        aligned=2 * n * c * px / mb if align else 0.0,
+        aligned=aligned_bytes * n * c * px / mb if align else 0.0,
         output=out,
         working=working,
         budget=budget,

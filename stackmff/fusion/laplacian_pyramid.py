@@ -36,7 +36,17 @@ import numpy as np
 
 from .._checks import check_choice
 from ..errors import StackMFFError
-from ._common import auto_levels, layer, luma, luma_hwc, majority_filter, prepare_stack, pyr_down_strips, to_hwc
+from ._common import (
+    auto_levels,
+    layer,
+    luma,
+    luma_hwc,
+    majority_filter,
+    prepare_stack,
+    pyr_down_strips,
+    running_argmax,
+    to_hwc,
+)
 from .focus_measure import focus_measure
 from .registry import FusionResult, register_method
 
@@ -124,25 +134,15 @@ def fuse_laplacian_pyramid(
         g1 = pyr_down_strips(lambda r0, r1: rows(k, r0, r1).reshape(r1 - r0, w, c), h, strip_rows)
         return build_laplacian_pyramid(g1[..., 0] if c == 1 else g1, levels - 1)
 
-    # levels >= 1, pass 1: running argmax of the salience at every level (and of the focus measure on the base)
-    best: list[np.ndarray] = []
-    choice: list[np.ndarray] = []
-    for k in range(n):
+    def salience(k: int) -> list[np.ndarray]:  # layer k's salience at every level (and focus measure on the base)
         bands = coarse_bands(k)
-        sal_list = [_salience(luma_hwc(b), window) for b in bands[:-1]]
+        sal = [_salience(luma_hwc(b), window) for b in bands[:-1]]
         if base == "focus":
-            sal_list.append(_base_focus(layer(stack, k), bands[-1].shape))
-        del bands
-        for lev, sal in enumerate(sal_list):
-            if k == 0:
-                best.append(sal)
-                choice.append(np.zeros(sal.shape, np.int32))
-            else:
-                better = sal > best[lev]
-                best[lev] = np.where(better, sal, best[lev])
-                choice[lev][better] = k
-    del best
-    choice = [majority_filter(ch, consistency) for ch in choice]
+            sal.append(_base_focus(layer(stack, k), bands[-1].shape))
+        return sal
+
+    # levels >= 1, pass 1: running argmax of the salience at every level
+    choice = [majority_filter(ch, consistency) for ch in running_argmax(salience(k) for k in range(n))]
 
     # levels >= 1, pass 2: copy every layer's winning coefficients into the fused pyramid, collapse it to level 1
     fused: list[np.ndarray] | None = None

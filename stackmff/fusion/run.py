@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .. import _memory
 from ..errors import StackMFFError
 from ..io import (
     IMAGE_EXTENSIONS,
@@ -52,11 +53,14 @@ def fuse_loaded(
     method_options: dict | None = None,
     align_options: dict | None = None,
     outputs: OutputSet | None = None,
+    release_input: bool = False,
 ) -> tuple[FusionResult, dict]:
     """Align (optionally) and fuse a loaded stack. Returns the result and a dict of timings/diagnostics.
 
     An ``align_options["save_transforms"]`` file is staged in ``outputs`` when given (written with the command's
-    other files, honouring its ``overwrite``), else written at once.
+    other files, honouring its ``overwrite``), else written at once. ``release_input``: when the layers were
+    warped, ``stack.images`` becomes the aligned layers, so that the original pixels are freed before the fusion
+    (one copy of the stack while the method runs instead of two; :func:`fuse_to_file`, which loaded the stack).
     """
     fm = get_fusion_method(method)  # fail on a bad name before any work
     info: dict = {}
@@ -69,6 +73,8 @@ def fuse_loaded(
         t0 = time.perf_counter()
         aligned = align_stack(images, mode=align, **opts)
         images = aligned.images
+        if release_input:
+            stack.images = images
         info["align_seconds"] = round(time.perf_counter() - t0, 4)
         info["align"] = aligned.summary()
         if save_to is not None:
@@ -218,11 +224,14 @@ def _upstream_paths_beside(output: Path) -> dict[str, Path]:
     }
 
 
+def _is_8bit(layer) -> bool:
+    fmt = getattr(layer, "integer_format", None)
+    return fmt is not None and fmt[1] == 255.0
+
+
 def _check_memory(stack: Stack, fm, method_options: dict, *, align: bool) -> None:
     """Refuse, before fusing, a stack whose estimated peak (:mod:`stackmff.fusion.budget`) exceeds the free memory."""
-    from ..io.decode import _available_memory
-
-    avail = _available_memory()
+    avail = _memory.available_bytes()
     avail_mb = None if avail is None else avail / 2**20
     n, c, h, w = stack.images.shape
     est = estimate_peak(
@@ -234,21 +243,10 @@ def _check_memory(stack: Stack, fm, method_options: dict, *, align: bool) -> Non
         memory_budget_mb=method_options.get("memory_budget_mb"),
         gather=method_options.get("gather", "hard" if fm.ordered else "pyramid"),
         available_mb=avail_mb,
+        aligned_bytes=1 if all(_is_8bit(layer) for layer in getattr(stack.images, "layers", ())) else 2,
     )
     log.debug("estimated peak memory %s", est.describe())
-    check_fits(est, avail_mb, f"fusing {n} layers of {w}x{h} with {fm.name}", resident_mb=_resident_mb())
-
-
-def _resident_mb() -> float:
-    # VmRSS of this process (the loaded stack, the imports so far): already taken from the available memory
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0.0
+    check_fits(est, avail_mb, f"fusing {n} layers of {w}x{h} with {fm.name}", resident_mb=_memory.resident_mb())
 
 
 def fuse_to_file(
@@ -293,8 +291,16 @@ def fuse_to_file(
     t_load = time.perf_counter() - t0
     _check_memory(stack, fm, method_options, align=align != "none")
     with OutputSet(overwrite=overwrite) as outs:
+        # the input's shape (the fusion replaces stack.images by the aligned layers, which may be fewer and cropped)
+        n_layers, (h, w), channels = stack.n, stack.size, int(stack.images.shape[1])
         result, info = fuse_loaded(
-            stack, method, align=align, method_options=method_options, align_options=align_options, outputs=outs
+            stack,
+            method,
+            align=align,
+            method_options=method_options,
+            align_options=align_options,
+            outputs=outs,
+            release_input=True,
         )
         bits = bit_depth or stack.bit_depth
         save_image(output, result.image, bit_depth=bits, overwrite=overwrite, outputs=outs)
@@ -303,23 +309,22 @@ def fuse_to_file(
             if result.index_map is None:
                 log.warning("method %s has no index map; --index-map ignored", method)
             else:
-                maps = save_index_map(index_map, result.index_map, stack.n, overwrite=overwrite, outputs=outs)
+                maps = save_index_map(index_map, result.index_map, n_layers, overwrite=overwrite, outputs=outs)
                 written += [str(p) for p in maps]
         if up_paths:
-            ups = save_upstream_outputs(up_paths, result, stack.n, reverse=reverse, overwrite=overwrite, outputs=outs)
+            ups = save_upstream_outputs(up_paths, result, n_layers, reverse=reverse, overwrite=overwrite, outputs=outs)
             written += [str(p) for p in ups]
         if save_to is not None:
             written.append(str(save_to))
     if "network_seconds" in result.extras:
         info["network_seconds"] = result.extras["network_seconds"]
-    h, w = stack.size
     return {
         "inputs": [str(p) for p in dict.fromkeys(stack.paths)],
-        "layers": stack.n,
+        "layers": n_layers,
         "method": method,
         "width": w,
         "height": h,
-        "channels": int(stack.images.shape[1]),
+        "channels": channels,
         "bit_depth": bits,
         "outputs": written,
         "load_seconds": round(t_load, 4),

@@ -33,7 +33,7 @@ import numpy as np
 import pywt
 
 from ..errors import StackMFFError
-from ._common import auto_levels, layer_rows, luma_hwc, majority_filter, prepare_stack, to_hwc
+from ._common import auto_levels, layer_rows, luma_hwc, majority_filter, prepare_stack, running_argmax, to_hwc
 from .registry import FusionResult, register_method
 
 __all__ = ["fuse_wavelet"]
@@ -115,23 +115,11 @@ def fuse_wavelet(
             warnings.filterwarnings("ignore", message="Level value of", category=UserWarning)
             return pywt.wavedec2(approximation(k), wavelet, mode="symmetric", level=levels - 1, axes=(0, 1))
 
+    def activity(k: int) -> list[np.ndarray]:  # layer k's per-scale activity (its transform is not kept)
+        return [_activity(bands).astype(np.float32) for bands in transform(k)[1:]]
+
     # levels >= 2, pass 1: running argmax of the per-scale activity
-    best: list[np.ndarray] = []
-    choice: list[np.ndarray] = []
-    for k in range(n):
-        coeffs = transform(k)
-        for lev, bands in enumerate(coeffs[1:]):
-            act = _activity(bands).astype(np.float32)
-            if k == 0:
-                best.append(act)
-                choice.append(np.zeros(act.shape, np.int32))
-            else:
-                better = act > best[lev]
-                best[lev] = np.where(better, act, best[lev])
-                choice[lev][better] = k
-        del coeffs  # before the next layer's transform is made
-    del best
-    choice = [majority_filter(ch, consistency) for ch in choice]
+    choice = [majority_filter(ch, consistency) for ch in running_argmax(activity(k) for k in range(n))]
 
     # levels >= 2, pass 2: average lowpass, copy the winning highpass coefficients; collapse to the fused cA_1
     fused: list | None = None

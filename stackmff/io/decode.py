@@ -20,6 +20,7 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .. import _memory
 from ..errors import StackMFFError
 
 __all__ = ["IMAGE_EXTENSIONS", "from_uint", "load_image", "load_rgb", "read_image_file", "read_rgb8", "to_uint"]
@@ -137,22 +138,10 @@ def _native_messages(path: Path):
             log.debug("%s: decoder said: %s", path, " | ".join(text.splitlines()))
 
 
-def _available_memory() -> int | None:
-    """Bytes of memory the kernel says can be allocated without swapping (Linux ``MemAvailable``), else None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def _check_decoded_size(path: Path, width: int, height: int, channels: int, itemsize: int) -> None:
     """Refuse before decoding an image whose header claims more pixels than can be held (decompression bomb)."""
     nbytes = int(width) * int(height) * max(int(channels), 1) * max(int(itemsize), 1)
-    avail = _available_memory()
+    avail = _memory.available_bytes()
     if width * height > Image.MAX_IMAGE_PIXELS or (avail is not None and nbytes > avail):
         raise StackMFFError(
             f"{path} claims {width}x{height} pixels ({nbytes / 2**30:.1f} GiB decoded), more than this machine can "

@@ -12,8 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .. import _memory
 from ..errors import StackMFFError
-from .decode import IMAGE_EXTENSIONS, _available_memory, _normalise_types, from_uint, read_image_file
+from .decode import IMAGE_EXTENSIONS, _normalise_types, from_uint, read_image_file
 
 __all__ = ["CompactLayer", "CompactStack", "Stack", "collect_files", "load_stack", "natural_key"]
 
@@ -82,6 +83,14 @@ class CompactLayer:
     @property
     def nbytes(self) -> int:
         return int(self._raw.nbytes)
+
+    @property
+    def integer_format(self) -> tuple[np.dtype, float] | None:
+        """``(dtype, scale)`` of the stored pixels when they are 8/16-bit integers (``uint8`` / 255, ``uint16`` /
+        65535), else None (float or 0/1 data)."""
+        if (self._raw.dtype, float(self._scale)) in ((np.uint8, 255.0), (np.uint16, 65535.0)):
+            return self._raw.dtype, float(self._scale)
+        return None
 
 
 class CompactStack:
@@ -157,7 +166,7 @@ def collect_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> li
 
 def _check_memory(nbytes: int, what: str) -> None:
     """Refuse, with a one-line error, an allocation that cannot fit in the memory available now."""
-    avail = _available_memory()
+    avail = _memory.available_bytes()
     if avail is not None and nbytes > avail:
         raise StackMFFError(
             f"the stack ({what}) needs {nbytes / 2**30:.1f} GiB as float32 but only {avail / 2**30:.1f} GiB of memory "

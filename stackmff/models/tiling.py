@@ -16,12 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _memory
 from .._checks import check_layers
 from ..color import luma
 from ..errors import StackMFFError
 from .stackmff_v3 import StackMFFV3Config
 
-__all__ = ["TilePlan", "auto_memory_budget", "available_memory_mb", "blend_tiles", "plan_tiles"]
+__all__ = ["TilePlan", "auto_memory_budget", "blend_tiles", "plan_tiles"]
 
 
 @dataclass(frozen=True)
@@ -103,22 +104,11 @@ def plan_tiles(
     return TilePlan(t, ov, group(t, w), chunk_pixels, True)
 
 
-def available_memory_mb() -> float:
-    """``MemAvailable`` of /proc/meminfo in MB (memory the kernel can give without swapping); 4096 where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 4096.0
-
-
 # Working-memory budget of a tiled image when none is given. The network time of a 12 MP, 10-layer stack depends
 # little on the tile once it is tiled (the overlapping tiles compute 1.64x its area at 384 MB, tile 640; 1.48x at
 # 1024 MB, tile 1216: ~10 % more network time), while every MB of budget is resident memory: at 256 MB (tile 384)
-# the default command on 10 x 12 MP JPEGs peaks at 1479 MB RSS (1642 MB at 384 MB; issue 16: <= 1.5 GB).
+# the default command on 10 x 12 MP JPEGs peaked at 1479 MB RSS (1642 MB at 384 MB; issue 16: <= 1.5 GB); with the
+# decision maps kept compact and the heap given back after every band: 1406-1449 MB.
 _TILED_BUDGET_MB = 256.0
 
 
@@ -129,7 +119,7 @@ def auto_memory_budget(n: int, h: int, w: int, cfg: StackMFFV3Config, *, availab
     it is used (no tile seams, no overlap to compute: stacks up to ~1 MP); otherwise :data:`_TILED_BUDGET_MB`, since
     larger tiles buy little time for the memory they hold.
     """
-    avail = available_memory_mb() if available_mb is None else available_mb
+    avail = _memory.available_memory_mb() if available_mb is None else available_mb
     cap = max(256.0, min(1024.0, avail / 8))
     if not plan_tiles(h, w, n, cfg, memory_budget_mb=cap).tiled:
         return cap
@@ -193,8 +183,11 @@ def blend_tiles(
         del band
         done = ys[iy + 1] if iy + 1 < len(ys) else h  # rows no later tile touches
         r = done - acc_y0
-        if r > 0:
-            yield slice(acc_y0, done), acc[:, :r] / wsum[:r][None]  # (N, r, W)
+        if r > 0:  # finished rows are divided in place (never read again here): no second copy of the band
+            finished = acc[:, :r]
+            finished /= wsum[:r][None]
+            yield slice(acc_y0, done), finished  # (N, r, W)
+            del finished
         if iy + 1 < len(ys):
             ny1 = min(ys[iy + 1] + t, h)
             keep = acc[:, done - acc_y0 :]

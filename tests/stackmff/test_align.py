@@ -572,22 +572,63 @@ def test_registered_compact_stack_is_returned_as_is(tmp_path):
     assert full.invalid == res.invalid and full.reference == res.reference
 
 
-def test_compact_stack_is_aligned_into_16_bit_layers(tmp_path):
+def test_compact_stack_is_aligned_in_its_own_bit_depth(tmp_path):
+    """8-bit layers are aligned into 8-bit layers (a quarter of float32), 16-bit ones into 16-bit layers."""
     from stackmff.io import CompactStack, load_stack
 
     warped = breathing_stack(seed=6)[0]
     folder = _write_stack(tmp_path / "in", warped)
     full, comp = load_stack(folder).images, load_stack(folder, compact=True).images
     a, b = align_stack(full, mode="similarity"), align_stack(comp, mode="similarity")
-    assert isinstance(b.images, CompactStack) and b.images.nbytes * 2 == a.images.nbytes
+    assert isinstance(b.images, CompactStack) and b.images.nbytes * 4 == a.images.nbytes
+    assert all(layer.integer_format == (np.dtype(np.uint8), 255.0) for layer in b.images.layers)
     np.testing.assert_allclose(b.matrices, a.matrices, atol=1e-9)
-    np.testing.assert_allclose(np.asarray(b.images), a.images, rtol=0, atol=0.5 / 65535 + 1e-7)
+    # warped as 8-bit integers (OpenCV's fixed-point Lanczos) and rounded: within one 8-bit step of the float path,
+    # and within half a step but for a few pixels
+    diff = np.abs(np.asarray(b.images) - a.images)
+    assert diff.max() <= 1 / 255 + 1e-6 and (diff > 0.5 / 255 + 1e-6).mean() < 0.002
     # the untouched reference layer comes back bit-exact from 8 bits
     c = align_stack(comp, mode="similarity", match_brightness=False)
     assert c.crop == a.crop
     x0, y0, w, h = c.crop
     ref = np.asarray(c.images[c.kept.index(c.reference)])
     np.testing.assert_array_equal(ref, full[c.reference][:, y0 : y0 + h, x0 : x0 + w])
+    # 16-bit files: 16-bit aligned layers, within one 16-bit step of the float alignment
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    for k, layer in enumerate(warped):
+        write_image(deep / f"{k:02d}.png", (layer.transpose(1, 2, 0) * 65535 + 0.5).astype(np.uint16))
+    full16, comp16 = load_stack(deep).images, load_stack(deep, compact=True).images
+    a16, b16 = align_stack(full16, mode="similarity"), align_stack(comp16, mode="similarity")
+    assert b16.images.nbytes * 2 == a16.images.nbytes
+    np.testing.assert_allclose(np.asarray(b16.images), a16.images, rtol=0, atol=1 / 65535)
+
+
+def test_fuse_to_file_frees_the_original_layers_once_they_are_warped(tmp_path, monkeypatch):
+    """The command holds one copy of the stack while fusing: the aligned layers replace the loaded ones."""
+    import stackmff.fusion.run as run
+    from stackmff.io import load_stack
+
+    warped = breathing_stack(seed=6)[0]
+    folder = _write_stack(tmp_path / "in", warped)
+    seen = {}
+    original = run.fuse_loaded
+
+    def spy(stack, *args, **kwargs):
+        before = stack.images
+        out = original(stack, *args, **kwargs)
+        seen["replaced"] = stack.images is not before and stack.images.shape[2:] != before.shape[2:]
+        return out
+
+    monkeypatch.setattr(run, "fuse_loaded", spy)
+    info = run.fuse_to_file(folder, tmp_path / "f.png", "focus_measure", align="similarity")
+    assert seen["replaced"]  # cropped, aligned layers; the loaded ones are no longer referenced
+    assert (info["layers"], info["width"], info["height"]) == (5, warped.shape[3], warped.shape[2])  # the input's
+    # a caller that keeps its stack (no release_input) gets it back untouched
+    stack = load_stack(folder, compact=True)
+    images = stack.images
+    run.fuse_loaded(stack, "focus_measure", align="similarity")
+    assert stack.images is images
 
 
 def test_unrelated_frame_is_distrusted_and_disturbs_nothing(caplog):

@@ -44,7 +44,7 @@ def test_gather_returns_exact_source_values(small_model, n, c, h, w):
     assert res.index_map.min() >= 0 and res.index_map.max() < n
     expect = np.take_along_axis(st, res.index_map[None, None].astype(np.int64).repeat(c, 1), 0)[0]
     assert np.array_equal(res.image, expect)
-    assert np.all((res.confidence >= 1.0 / n - 1e-6) & (res.confidence <= 1.0 + 1e-6))
+    assert np.all((res.confidence >= 1.0 / n - 5e-4) & (res.confidence <= 1.0 + 5e-4))  # float16 while tiling
 
 
 def test_tiled_network_close_to_untiled(small_model):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from _helpers import synthetic_stack, textured_image
 
-from stackmff.fusion._common import gather, guided_filter, majority_filter
+from stackmff.fusion._common import gather, guided_filter, majority_filter, running_argmax
 from stackmff.fusion.focus_measure import focus_measure
 from stackmff.fusion.guided import fuse_guided_filter
 from stackmff.fusion.laplacian_pyramid import (
@@ -139,3 +139,12 @@ def test_noise_std_is_not_fooled_by_an_oriented_texture():
         grating = 0.5 + 0.1 * np.sin(2 * np.pi * stripes / 3.0)
         assert noise_std(grating[None]) < 1e-4  # no noise: nothing, however strong the pixel-scale detail
         assert noise_std((grating + noise)[None]) < 0.015  # 0.005 noise reads as at most ~2x, not as the 0.1 grating
+
+
+def test_running_argmax_matches_argmax_over_the_stacked_scores_first_on_ties():
+    rng = np.random.default_rng(0)
+    levels = [rng.integers(0, 4, (5, 6, 7)).astype(np.float32), rng.random((5, 3, 4), dtype=np.float32)]
+    choice = running_argmax([lev[k] for lev in levels] for k in range(5))  # one layer's maps at a time
+    assert [c.dtype for c in choice] == [np.int32, np.int32]
+    for lev, ch in zip(levels, choice):
+        np.testing.assert_array_equal(ch, np.argmax(lev, axis=0))  # np.argmax: the first maximum (many ties here)

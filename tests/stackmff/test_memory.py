@@ -1,0 +1,48 @@
+"""The /proc readers and the heap release of :mod:`stackmff._memory`."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+import pytest
+
+from stackmff import _memory
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+@linux
+def test_resident_and_available_memory_are_read_from_proc():
+    blob = bytearray(64 * 2**20)  # 64 MB, touched: resident
+    assert _memory.resident_mb() > 64
+    assert _memory.proc_kib("VmHWM") >= _memory.proc_kib("VmRSS") > 64 * 1024
+    assert 0 < _memory.available_bytes() < _memory.proc_kib("MemTotal", "/proc/meminfo") * 1024
+    del blob
+    assert _memory.proc_kib("NoSuchField") is None and _memory.proc_kib("VmRSS", "/nonexistent") is None
+
+
+def test_unknown_available_memory_falls_back(monkeypatch):
+    monkeypatch.setattr(_memory, "available_bytes", lambda: None)
+    assert _memory.available_memory_mb() == 4096.0 and _memory.available_memory_mb(100.0) == 100.0
+
+
+@linux
+def test_freed_heap_pages_are_given_back():
+    if _memory._malloc_trim() is None:
+        pytest.skip("not glibc")
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    size, count = 100 * 1024, 400  # below glibc's mmap threshold: from the heap, 40 MB in all
+    blocks = [libc.malloc(size) for _ in range(count)]
+    pin = libc.malloc(size)  # above them: the heap's top cannot shrink by itself
+    for b in blocks:
+        ctypes.memset(b, 1, size)  # resident
+    for b in blocks:
+        libc.free(b)
+    held = _memory.resident_mb()
+    assert _memory.release_free_heap() is True
+    assert held - _memory.resident_mb() > 30  # most of the 40 MB left the process
+    libc.free(pin)
