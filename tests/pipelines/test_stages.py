@@ -106,6 +106,16 @@ def test_fuse_enfuse_for_real(bench, tmp_path):
     assert load_image(tmp_path / "o" / "proc_bad" / "0000.png")[0].shape == (3, 48, 48)
 
 
+@pytest.mark.skipif(not get_peer("focus_stack").available(), reason="focus-stack not installed")
+def test_fuse_focus_stack_for_real(bench, tmp_path):
+    s = fuse.run(FuseParams(), "focus_stack", bench, tmp_path / "o", tmp_path / "r.json")
+    assert s["status"] == "ok" and s["version"].startswith("focus-stack")
+    assert all(r["peak_mb"] > 0 and r["seconds"] > 0 for r in s["scenes"])
+    img = load_image(tmp_path / "o" / "proc_bad" / "0000.png")[0]
+    # its own alignment may crop a few border pixels of the 48 x 48 stack
+    assert img.shape[0] == 3 and 40 <= img.shape[1] <= 48 and 40 <= img.shape[2] <= 48 and 0.05 < img.mean() < 0.95
+
+
 def test_prepare_copies_and_downscales(tmp_path):
     src = tmp_path / "samples" / "s1"
     for i in range(3):
