@@ -177,16 +177,7 @@ def fuse_laplacian_pyramid(
             down = cv2.pyrDown(x, borderType=cv2.BORDER_REFLECT_101)
             return x - cv2.pyrUp(down, dstsize=(w, a1 - a0), borderType=cv2.BORDER_REFLECT_101)
 
-        best0 = choice0 = None
-        for k in range(n):
-            sal = _salience(luma_hwc(band0(k)), window)
-            if k == 0:
-                best0, choice0 = sal, np.zeros(sal.shape, np.int32)
-            else:
-                better = sal > best0
-                best0 = np.where(better, sal, best0)
-                choice0[better] = k
-        del best0
+        (choice0,) = running_argmax([_salience(luma_hwc(band0(k)), window)] for k in range(n))
         choice0 = majority_filter(choice0, consistency)
         detail = None
         for k in range(n):

@@ -147,16 +147,7 @@ def fuse_wavelet(
         c0, c1 = y0 // 2, min(n1, (y1 + dec_len - 1) // 2)
         c0, c1 = max(0, min(c0, n1 - 2 * dec_len)), min(n1, max(c1, c0 + 2 * dec_len))  # never short (*)
         e0, e1 = max(0, c0 - margin), min(n1, c1 + margin)
-        best1 = choice1 = None
-        for k in range(n):
-            act = _activity(finest(k, e0, e1)[1]).astype(np.float32)
-            if k == 0:
-                best1, choice1 = act, np.zeros(act.shape, np.int32)
-            else:
-                better = act > best1
-                best1 = np.where(better, act, best1)
-                choice1[better] = k
-        del best1
+        (choice1,) = running_argmax([_activity(finest(k, e0, e1)[1]).astype(np.float32)] for k in range(n))
         choice1 = majority_filter(choice1, consistency)[c0 - e0 : c1 - e0]
         detail = None
         for k in range(n):
