@@ -154,7 +154,7 @@ def _warp_layers(
             return np.ascontiguousarray(np.asarray(images[k]).transpose(1, 2, 0))
         layer = images.layers[k]
         if layer.integer_format == (np.dtype(dtype), scale):
-            raw = layer._raw if layer._raw.shape[0] == c else np.broadcast_to(layer._raw, (c, h, w))
+            raw = layer.pixels
         else:  # another bit depth or float data: rounded into the output's
             raw = np.round(np.asarray(layer) * np.float32(scale)).astype(dtype)
         return np.ascontiguousarray(raw.transpose(1, 2, 0))  # the decoded (H, W, C) image itself: no copy

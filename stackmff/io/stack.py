@@ -70,8 +70,7 @@ class CompactLayer:
         return self.shape[0]
 
     def __getitem__(self, idx) -> np.ndarray:
-        raw = self._raw if self._raw.shape[0] == self.shape[0] else np.broadcast_to(self._raw, self.shape)
-        return np.divide(raw[idx], self._scale, dtype=np.float32)
+        return np.divide(self.pixels[idx], self._scale, dtype=np.float32)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self[:, :, :]
@@ -83,6 +82,11 @@ class CompactLayer:
     @property
     def nbytes(self) -> int:
         return int(self._raw.nbytes)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The stored pixels ``(C, H, W)`` as decoded, unconverted (a view; a gray layer broadcast to C channels)."""
+        return self._raw if self._raw.shape[0] == self.shape[0] else np.broadcast_to(self._raw, self.shape)
 
     @property
     def integer_format(self) -> tuple[np.dtype, float] | None:
