@@ -118,9 +118,9 @@ def _add_common(p: argparse.ArgumentParser, *, single: bool) -> None:
         type=_positive_int,
         metavar="MB",
         help="memory of the learned methods' network tiles in MB (default: from the image size and the free "
-        "memory); the whole command's peak is about libraries + stack (8/16-bit) + aligned 16-bit copy "
-        "(when layers are warped) + output + this budget + 1 byte per layer-pixel (default pyramid gather), and a "
-        "stack whose estimate exceeds the free memory is refused before fusing",
+        "memory); the whole command's peak is about libraries + stack (8/16-bit; when layers are warped, the "
+        "aligned copy in the files' bit depth replaces it) + output + this budget + 1 byte per layer-pixel (default "
+        "pyramid gather), and a stack whose estimate exceeds the free memory is refused before fusing",
     )
     perf.add_argument(
         "--threads",
