@@ -587,6 +587,9 @@ def test_compact_stack_is_aligned_in_its_own_bit_depth(tmp_path):
     # and within half a step but for a few pixels
     diff = np.abs(np.asarray(b.images) - a.images)
     assert diff.max() <= 1 / 255 + 1e-6 and (diff > 0.5 / 255 + 1e-6).mean() < 0.002
+    # frame="fill" fills uncovered pixels from the reference layer's integer pixels: the same bound
+    fa, fb = align_stack(full, mode="similarity", frame="fill"), align_stack(comp, mode="similarity", frame="fill")
+    assert np.abs(np.asarray(fb.images) - fa.images).max() <= 1 / 255 + 1e-6
     # the untouched reference layer comes back bit-exact from 8 bits
     c = align_stack(comp, mode="similarity", match_brightness=False)
     assert c.crop == a.crop
