@@ -229,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    # --reuse keeps the rows of methods and stacks not measured again (e.g. one tool added to an existing panel)
+    kept = json.loads((out / "panel.json").read_text()) if args.reuse and (out / "panel.json").is_file() else []
     rows: list[dict] = []
     for name in args.stacks:
         folder = Path(args.data) / STACKS[name]
@@ -236,12 +238,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {folder} not found, skipped", file=sys.stderr)
             continue
         rows.extend(panel_stack(name, folder, args.methods, out, args.block, reuse=args.reuse))
-        _write(out, rows)  # after every stack: a long run leaves what it has measured
+        _write(out, merge_rows(kept, rows))  # after every stack: a long run leaves what it has measured
+    rows = merge_rows(kept, rows)
     if not rows:
         print(f"error: no stack found under {args.data}; pass --data", file=sys.stderr)
         return 2
     print(to_markdown(rows))
     return 0
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` with every (stack, method) row that ``new`` measured again replaced in place, and ``new``'s other
+    rows after the last row of their stack (or at the end)."""
+    merged = list(old)
+    for row in new:
+        key = (row["stack"], row["method"])
+        same = [i for i, r in enumerate(merged) if (r["stack"], r["method"]) == key]
+        if same:
+            merged[same[0]] = row
+            continue
+        last = [i for i, r in enumerate(merged) if r["stack"] == row["stack"]]
+        merged.insert(last[-1] + 1 if last else len(merged), row)
+    return merged
 
 
 def _write(out: Path, rows: list[dict]) -> None:

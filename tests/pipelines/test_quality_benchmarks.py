@@ -74,3 +74,20 @@ def test_focus_stack_result_stays_in_the_frame_of_the_registered_layers(tmp_path
     assert img.shape == layers.shape[1:] and seconds > 0
     ratio = block_sharpness(img, layers, block=16).summary()["median_ratio"]
     assert ratio > 0.9  # as sharp as the sharpest layer, not a misregistered resize of a crop (read as ~0.5)
+
+
+def test_reuse_merges_new_rows_into_the_existing_panel():
+    old = [
+        {"stack": "a", "method": "v3", "median_ratio": 1.0},
+        {"stack": "a", "method": "gf", "median_ratio": 0.9},
+        {"stack": "b", "method": "v3", "median_ratio": 0.8},
+    ]
+    new = [{"stack": "a", "method": "gf", "median_ratio": 0.95}, {"stack": "a", "method": "fs", "median_ratio": 1.1}]
+    merged = real_panel.merge_rows(old, new)
+    assert [(r["stack"], r["method"], r["median_ratio"]) for r in merged] == [
+        ("a", "v3", 1.0),
+        ("a", "gf", 0.95),  # measured again: replaced where it was
+        ("a", "fs", 1.1),  # new: after its stack's rows
+        ("b", "v3", 0.8),
+    ]
+    assert real_panel.merge_rows([], new) == new
