@@ -235,17 +235,6 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
-def measure_cell(method: str, stack: Path, out: Path, *, repeats: int, threads: str, beside: str) -> dict:
-    """``repeats`` runs of one method on one stack: :func:`summarize`, or ``{"error": ...}`` at the first failure."""
-    runs = []
-    for _ in range(repeats):
-        r = run_once(method, stack, out, threads=threads, beside=beside)
-        if "error" in r:
-            return r
-        runs.append(r)
-    return summarize(runs)
-
-
 def run_grid(
     methods: Sequence[str],
     layers: Sequence[int],

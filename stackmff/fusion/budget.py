@@ -150,9 +150,8 @@ def estimate_peak(
     """
     n, c, h, w = shape
     px, mb = h * w, 2.0**20
-    maps = (
-        3 if learned else 8
-    )  # index and confidence maps: uint8 + float16 while the network runs, else int32 + float32
+    # index and confidence maps: uint8 + float16 while the network runs, else int32 + float32
+    maps = 3 if learned else 8
     out = (4 * c * px + 2 * c * px + maps * px) / mb  # float image, its encoded copy, the maps
     budget = None
     if learned:

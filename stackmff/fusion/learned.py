@@ -135,7 +135,6 @@ def fuse_stack_v3(
         elif not regress:  # V3-star's index is known only once the whole image is decided
             _gather_rows(stack, decision.index[rows], image[:, rows], rows)
         del band  # its logits and probabilities are not kept while the next band's tiles run (peak memory)
-        release_free_heap()  # nor the heap pages of its tiles' freed arrays
     if regress:
         _gather_image(stack, decision.index, image)
     # the tiles' many freed band-sized arrays stay resident in the heap unless given back (130 MB on 10 x 12 MP),

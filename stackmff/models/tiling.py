@@ -108,7 +108,7 @@ def plan_tiles(
 # little on the tile once it is tiled (the overlapping tiles compute 1.64x its area at 384 MB, tile 640; 1.48x at
 # 1024 MB, tile 1216: ~10 % more network time), while every MB of budget is resident memory: at 256 MB (tile 384)
 # the default command on 10 x 12 MP JPEGs peaked at 1479 MB RSS (1642 MB at 384 MB; issue 16: <= 1.5 GB); with the
-# decision maps kept compact and the heap given back after every band: 1406-1449 MB.
+# decision maps kept compact and the heap given back after the network: 1406-1449 MB.
 _TILED_BUDGET_MB = 256.0
 
 
