@@ -137,3 +137,26 @@ def test_errors(scene):
         sharpness_ratio(scene, [x[:, :64] for x in layers])
     with pytest.raises(TypeError):
         sharpness_ratio(scene, "layers")
+
+
+def test_scale_tells_averaged_noise_from_blur(scene):
+    """A result that averages equally sharp noisy layers loses the noise's detail energy at full resolution only;
+    a blurred one stays low at half resolution too."""
+    rng = np.random.default_rng(1)
+    clean = _stack(scene)
+    noisy = [np.clip(layer + rng.normal(0, 0.03, layer.shape), 0, 1) for layer in clean for _ in range(4)]
+    denoised = np.clip(scene + rng.normal(0, 0.03 / 2, scene.shape), 0, 1)  # 4 noisy copies averaged
+    full = sharpness_ratio(denoised, noisy)
+    half = sharpness_ratio(denoised, noisy, scale=2)
+    assert full < 0.85 and half > 0.93, (full, half)
+    soft = blur(scene, 1.5)
+    assert sharpness_ratio(soft, noisy, scale=2) < 0.6
+    # the maps index the same 32-px blocks of the input at every scale
+    bs1, bs2 = block_sharpness(scene, clean), block_sharpness(scene, clean, scale=2)
+    assert bs2.ratio.shape == bs1.ratio.shape and bs2.block == 32
+    assert (bs2.best_layer[bs2.textured] == bs1.best_layer[bs2.textured]).all()
+    assert sharpness_ratio(scene, clean, scale=4) == pytest.approx(1.0, abs=0.01)
+    with pytest.raises(ValueError, match="power of 2"):
+        sharpness_ratio(scene, clean, scale=3)
+    with pytest.raises(ValueError, match="under 4 px"):
+        sharpness_ratio(scene, clean, block=8, scale=4)
