@@ -198,6 +198,7 @@ def evaluate_images(
                 "use on_size_mismatch='register' (--on-size-mismatch register) or fuse at the original size"
             )
     out: dict[str, float] = {}
+    index_errors: dict | ValueError | None = None  # index_map_errors gives every index metric in one pass
     for name in names:
         spec = METRICS[name]
         if spec.needs == "reference":
@@ -211,11 +212,16 @@ def evaluate_images(
         elif spec.needs == "index":
             if index_map is None or index_gt is None:
                 continue
-            try:
-                out[name] = spec.fn(index_map, index_gt, n_layers)
-            except ValueError as exc:
-                log.warning("%s not computed: %s", name, exc)
+            if index_errors is None:
+                try:
+                    index_errors = index_map_errors(index_map, index_gt, n_layers)
+                except ValueError as exc:
+                    index_errors = exc
+            if isinstance(index_errors, ValueError):
+                log.warning("%s not computed: %s", name, index_errors)
                 out[name] = math.nan
+            else:
+                out[name] = float(index_errors[name.removeprefix("index_")])
             continue
         else:
             args = (fused,)

@@ -13,6 +13,7 @@ from _metric_helpers import blur, two_focus
 from skimage import data
 
 from metrics import psnr, qabf, scd
+from metrics.depth_errors import index_map_errors
 from metrics.evaluate import COLUMNS, METRICS, evaluate_images, write_table
 from stackmff.benchmark import evaluate_tree
 from stackmff.cli import main
@@ -141,6 +142,12 @@ def test_index_errors_need_both_maps_and_equal_sizes():
         np.mean(np.abs(pred - gt)) / 3
     )
     assert set(evaluate_images(fused, index_map=pred, metrics=["index_rmse", "sf"])) == {"sf"}  # no ground truth
+    # all five from one pass of index_map_errors, each the same as the function's own
+    names = ["index_rmse", "index_mae", "index_log_rms", "index_abs_rel", "index_sq_rel"]
+    errors = index_map_errors(pred, gt, 4)
+    assert evaluate_images(fused, index_map=pred, index_gt=gt, metrics=names) == {
+        n: pytest.approx(float(errors[n.removeprefix("index_")])) for n in names
+    }
     assert not METRICS["index_rmse"].higher_is_better
     with pytest.raises(StackMFFError, match="differ in size"):
         evaluate_images(fused, index_map=pred[:8], index_gt=gt[:8], metrics=["index_rmse"])
