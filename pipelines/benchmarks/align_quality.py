@@ -30,6 +30,7 @@ import numpy as np
 from stackmff.align import align_stack
 from stackmff.data.augment import inject_invalid_layers, shuffle_layers
 from stackmff.data.procedural import make_scene
+from stackmff.data.rgbd import load_rgbd_samples
 from stackmff.data.synthesis import synthesize_physical
 from stackmff.fusion import get_fusion_method
 
@@ -48,22 +49,6 @@ def _similarity(scale: float, rot_deg: float, tx: float, ty: float, centre: tupl
         @ r
         @ np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1.0]])
     )
-
-
-def _read_middlebury(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    img = cv2.imread(str(folder / "image.png"), cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255
-    d = cv2.imread(str(folder / "disparity_gt.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32)
-    valid = d > 0
-    if not valid.all():  # fill unknown disparity from the nearest known pixel
-        _, lab = cv2.distanceTransformWithLabels(
-            (~valid).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
-        )
-        ys, xs = np.nonzero(valid)
-        table = np.zeros(lab.max() + 1, np.float32)
-        table[lab[ys, xs]] = d[ys, xs]
-        d = table[lab]
-    d = (d - d.min()) / max(float(d.max() - d.min()), 1e-6)
-    return np.ascontiguousarray(img.transpose(2, 0, 1)), d
 
 
 def make_cases(image: np.ndarray, disp: np.ndarray, n: int, *, seed: int, breathing: float, shake: float) -> dict:
@@ -161,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the table here")
     args = p.parse_args(argv)
     fm = get_fusion_method(args.method)
-    scenes = [(name, *_read_middlebury(Path(args.data) / name)) for name in args.scenes]
+    rgbd = {sc.name.removeprefix("middlebury/"): sc for sc in load_rgbd_samples(args.data)}
+    missing = [name for name in args.scenes if name not in rgbd]
+    if missing:
+        p.error(f"Middlebury scene(s) {', '.join(missing)} not in {args.data}; available: {', '.join(sorted(rgbd))}")
+    scenes = [(name, rgbd[name].image, rgbd[name].disparity) for name in args.scenes]
     for s in range(args.procedural):
         sc = make_scene(100 + s, 512, 512)
         scenes.append((f"procedural{s}", sc.image, sc.disparity))
