@@ -14,7 +14,9 @@ The real RGB-D scenes of ``../shared/data`` (Middlebury 2005/2006 and Open3D's r
 Every method fuses the layers; PSNR/SSIM (scikit-image, RGB, data range 1) against the scene's image (the AiF).
 Methods: the registered classical ones, ``argmax`` (plain per-pixel argmax of the local Laplacian energy, no
 regularisation: the simplest sharpness rule), and ``stackmff_v3`` with its defaults, ``:hard``, ``:soft`` or other
-options (``stackmff_v3:gather=pyramid,half_res=false``). Render seeds: ``--seed`` + scene index (report runs use
+options (``stackmff_v3:gather=pyramid,half_res=false``); where installed, the external programs ``openfocus`` (the
+author's app and V3 weights; ``openfocus:hard`` for its hard mode), ``focus_stack`` and ``enfuse``, fed the layers as
+16-bit PNGs with their alignment off. Render seeds: ``--seed`` + scene index (report runs use
 1000; the tuning runs of :func:`tune_pyramid` used 5000, so the reported renders are never tuned on).
 
 ``--tune`` instead grid-searches the pyramid blend's constants (``alpha``, ``beta``, ``window``) on the network's
@@ -32,7 +34,9 @@ import argparse
 import itertools
 import json
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,15 +50,23 @@ from stackmff.fusion import get_fusion_method, list_methods
 from stackmff.fusion._common import gather
 from stackmff.fusion.focus_measure import focus_measure
 from stackmff.fusion.pyramid_blend import pyramid_blend
-from stackmff.io import atomic_write
+from stackmff.io import atomic_write, save_image
 from stackmff.models.checkpoint import load_model
 from stackmff.models.inference import predict_logits
 from stackmff.models.stackmff_v3 import fold_batchnorm
+from stackmff.peers import get_peer
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 CLASSICAL = ("guided_filter", "laplacian_pyramid", "focus_measure", "wavelet", "argmax")
 SETS = ("stacks", "pairs", "pairs_planes")
 DEFAULT_METHODS = (*CLASSICAL, "stackmff_v3", "stackmff_v3:hard", "stackmff_v3:soft")
+# external programs, fed the layers as 16-bit PNGs with their own alignment off: the author's OpenFocus app (its
+# StackMFF V3 weights; ``openfocus:hard`` for its hard AI mode, default soft), focus-stack (keeps the frame), enfuse
+EXTERNAL = {
+    "openfocus": lambda opts: ("--align", "none", "--cpu", "--ai-mode", opts.get("gather", "soft")),
+    "focus_stack": lambda opts: ("--align-keep-size",),
+    "enfuse": lambda opts: (),
+}
 
 
 def render(
@@ -120,10 +132,26 @@ def fuse(meth: str, layers: np.ndarray, weights: str | None) -> np.ndarray:
     if meth == "argmax":
         return argmax_fuse(layers)
     base, opts = _parse(meth)
+    if base in EXTERNAL:
+        return fuse_external(base, opts, layers)
     fm = get_fusion_method(base)
     if fm.learned:
         opts = {"device": "cpu", **({"weights": weights} if weights else {}), **opts}
     return fm(np.ascontiguousarray(layers), **opts).image
+
+
+def fuse_external(name: str, opts: dict, layers: np.ndarray) -> np.ndarray:
+    """Fuse with an installed external program (see ``EXTERNAL``); layers written as 16-bit PNGs."""
+    tool = get_peer(name)
+    tool = replace(tool, align=(), command=(tool.command[0], *EXTERNAL[name](opts), *tool.command[1:]))
+    with tempfile.TemporaryDirectory(prefix="rgbd_gt_") as tmp:
+        files = [Path(tmp) / f"{k:03d}.png" for k in range(len(layers))]
+        for f, layer in zip(files, layers, strict=True):
+            save_image(f, np.clip(layer, 0, 1), bit_depth=16)
+        img = tool.fuse_files(files).image
+    if img.shape != layers.shape[1:]:
+        raise RuntimeError(f"{name} returned {img.shape}, expected {layers.shape[1:]}")
+    return img
 
 
 def evaluate(sets: dict, methods: list[str], weights: str | None) -> dict:
@@ -187,16 +215,21 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.data).is_dir():
         print(f"error: data folder {args.data} not found; pass --data", file=sys.stderr)
         return 2
-    sets = render(Path(args.data), args.seed, args.sets, pair_coc=args.pair_coc)
-    if args.tune:
-        out = {"seed": args.seed, "tune": tune_pyramid(sets, args.weights, vars(args))}
-    else:
-        known = {m.name for m in list_methods()} | {"argmax"}
-        methods = args.methods or list(DEFAULT_METHODS)
+    methods = args.methods or list(DEFAULT_METHODS)
+    if not args.tune:  # checked before the minutes of rendering
+        known = {m.name for m in list_methods()} | {"argmax"} | set(EXTERNAL)
         bad = [m for m in methods if _parse(m)[0] not in known]
         if bad:
             print(f"error: unknown method(s) {', '.join(bad)}; see `stackmff methods`", file=sys.stderr)
             return 2
+        absent = [m for m in methods if _parse(m)[0] in EXTERNAL and not get_peer(_parse(m)[0]).available()]
+        if absent:
+            print(f"error: {', '.join(absent)} not installed (not on PATH); see pipelines/README.md", file=sys.stderr)
+            return 2
+    sets = render(Path(args.data), args.seed, args.sets, pair_coc=args.pair_coc)
+    if args.tune:
+        out = {"seed": args.seed, "tune": tune_pyramid(sets, args.weights, vars(args))}
+    else:
         out = {"seed": args.seed, **evaluate(sets, methods, args.weights)}
     if args.json:
         with atomic_write(args.json, mode="w", overwrite=True) as f:
