@@ -30,6 +30,7 @@ def pyramid_blend(
     levels: int | None = None,
     strip_rows: int = 256,
     top_k: int | None = None,
+    coarse_sharpen: float = 4.0,
 ) -> np.ndarray:
     """Laplacian-pyramid blend of the layers, steered by the network's per-pixel layer probabilities.
 
@@ -39,7 +40,10 @@ def pyramid_blend(
     ``window``² box (Burt & Kolczynski's salience). So the network decides which layers may contribute where (a
     noisy or blurred layer gets p ≈ 0 everywhere and a wrong-depth layer p ≈ 0 in that region), and within the
     layers it allows, the sharpest coefficients win, mixed smoothly across depth edges instead of cut by a per-pixel
-    choice. The coarsest level is the mean of the layers.
+    choice. At the coarser detail levels (>= 1) both exponents are multiplied by ``coarse_sharpen`` (4): a sharper
+    softmax, so the layer that the network and the salience agree on takes nearly all of the weight there, while the
+    finest level keeps the milder rule, where averaging near-equally sharp layers removes their sensor noise and
+    grain. The coarsest level is the mean of the layers.
 
     Memory: an online (streaming) softmax over layers keeps running sums instead of N pyramids, and the finest level
     (3/4 of a pyramid) is never held for the whole image: levels >= 1 are built from each layer's half-resolution
@@ -76,6 +80,8 @@ def pyramid_blend(
         top_k: keep only each pixel's ``top_k`` most probable layers: the others get probability 0 before the
             pyramid reduces it, and a layer whose reduced probability is exactly 0 gets zero weight (not the 1e-6
             floor). ``None``: all layers.
+        coarse_sharpen: factor on ``alpha`` and ``beta`` at the detail levels >= 1 (1: the same rule at every
+            level). Chosen on the tuning renders (RGB-D scenes, seed 5000; see weights/README.md).
 
     Returns:
         ``(C, H, W)`` float32 clipped to [0, 1].
@@ -84,7 +90,14 @@ def pyramid_blend(
     if logits.shape != (n, h, w):
         raise StackMFFError(f"logits must have shape {(n, h, w)}, got {logits.shape}")
     blend = PyramidBlend(
-        stack, alpha=alpha, beta=beta, window=window, levels=levels, strip_rows=strip_rows, top_k=top_k
+        stack,
+        alpha=alpha,
+        beta=beta,
+        window=window,
+        levels=levels,
+        strip_rows=strip_rows,
+        top_k=top_k,
+        coarse_sharpen=coarse_sharpen,
     )
     step = blend.strip_rows
     for r0 in range(0, h, step):
@@ -120,6 +133,7 @@ class PyramidBlend:
         levels: int | None = None,
         strip_rows: int = 256,
         top_k: int | None = None,
+        coarse_sharpen: float = 4.0,
         dtype: np.dtype | type | None = None,
     ) -> None:
         n, c, h, w = check_layers(stack)
@@ -130,7 +144,10 @@ class PyramidBlend:
         if top_k is not None and int(top_k) < n and int(top_k) < 1:
             raise StackMFFError(f"top_k must be >= 1, got {top_k}")
         self.top_k = int(top_k) if top_k is not None and int(top_k) < n else None
+        if not coarse_sharpen > 0:
+            raise StackMFFError(f"coarse_sharpen must be > 0, got {coarse_sharpen}")
         self.alpha, self.beta, self.window = alpha, beta, window
+        self.coarse_sharpen = float(coarse_sharpen)
         self.image = np.empty((c, h, w), np.float32)  # the finest level's blended detail, then the result
         # the half-resolution probabilities of every layer, filled as the bands arrive
         self.prob1 = [np.empty(((h + 1) // 2, (w + 1) // 2), np.float32) for _ in range(n)]
@@ -230,7 +247,8 @@ class PyramidBlend:
         self._buf = None
         levels, strip_rows, exclude = self.levels, self.strip_rows, self.top_k is not None
         # levels >= 1: the half-resolution Gaussian level of every layer and its probability, then their pyramids
-        coarse = [_OnlineSoftmax(self.alpha, self.beta, self.window, exclude) for _ in range(levels - 1)]
+        a, b = self.alpha * self.coarse_sharpen, self.beta * self.coarse_sharpen
+        coarse = [_OnlineSoftmax(a, b, self.window, exclude) for _ in range(levels - 1)]
         base = None
         for k in range(n):
             g1 = pyr_down_strips(lambda r0, r1, k=k: self._layer_rows(k, r0, r1), h, strip_rows)

@@ -12,9 +12,10 @@ from stackmff.errors import StackMFFError
 from stackmff.fusion.pyramid_blend import PyramidBlend, pyramid_blend
 
 
-def _pyramid_reference(st, logits, alpha=0.5, beta=4.0, window=5, top_k=None):
+def _pyramid_reference(st, logits, alpha=0.5, beta=4.0, window=5, top_k=None, coarse_sharpen=4.0):
     # direct (non-streaming) form of the documented rule: softmax over layers of alpha*log G(p) + beta*log S;
     # top_k (default None = all layers): p = 0 outside each pixel's top_k layers; a layer whose reduced p is exactly 0: no weight
+    # levels >= 1: both exponents times coarse_sharpen
     import cv2
 
     from stackmff.fusion._common import auto_levels
@@ -33,6 +34,8 @@ def _pyramid_reference(st, logits, alpha=0.5, beta=4.0, window=5, top_k=None):
         y = (bands * np.float32([0.299, 0.587, 0.114])).sum(-1)
         sal = np.stack([uniform_filter(v * v, window, mode="mirror") for v in y])
         score = alpha * np.log(np.stack(g) + 1e-6) + beta * np.log(sal + 1e-10)
+        if li >= 1:
+            score *= coarse_sharpen
         if top_k is not None:
             score[np.stack(g) <= 0] = -np.inf
         wgt = torch.from_numpy(score).softmax(0).numpy()
@@ -62,6 +65,12 @@ def test_pyramid_blend_equals_the_direct_softmax_and_ignores_layer_order():
     np.testing.assert_array_equal(pyramid_blend(st, logits, top_k=5), pyramid_blend(st, logits, top_k=None))
     with pytest.raises(StackMFFError, match="top_k must be >= 1"):
         pyramid_blend(st, logits, top_k=0)
+    for cs in (1.0, 2.5):  # 1: the same rule at every level
+        np.testing.assert_allclose(
+            pyramid_blend(st, logits, coarse_sharpen=cs), _pyramid_reference(st, logits, coarse_sharpen=cs), atol=2e-5
+        )
+    with pytest.raises(StackMFFError, match="coarse_sharpen must be > 0"):
+        pyramid_blend(st, logits, coarse_sharpen=0)
 
 
 def test_pyramid_blend_top_k_gives_a_sharp_layer_the_network_rules_out_zero_weight():
