@@ -76,3 +76,12 @@ def v3_small() -> StackMFFV3Config:
     return StackMFFV3Config(
         dims=(16, 32, 64, 128), depths=(1, 1, 1, 1), attn_heads=2, ffn_dim=32, rope=False, drop_path_rate=0.0
     )
+
+
+@register_model
+def v3_mid() -> StackMFFV3Config:
+    """Middle variant (~0.9 M parameters): upstream widths and tokens, one block per stage, no rotary positions.
+
+    The capacity test of issue 13 (does the small model limit the fused image?): ~4x v3_small's parameters at
+    ~1/3 of upstream V3's, trained with the same recipe (weights/README.md)."""
+    return StackMFFV3Config(depths=(1, 1, 1, 1), rope=False, drop_path_rate=0.0)
