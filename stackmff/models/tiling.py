@@ -110,6 +110,10 @@ def plan_tiles(
 # the default command on 10 x 12 MP JPEGs peaked at 1479 MB RSS (1642 MB at 384 MB; issue 16: <= 1.5 GB); with the
 # decision maps kept compact and the heap given back after the network: 1406-1449 MB.
 _TILED_BUDGET_MB = 256.0
+# ... unless that leaves tiles smaller than this: the band buffers span the whole width for every layer (2·N·tile·W·4
+# bytes), so many layers of a wide image got 64-px tiles in 256 MB (50 x 24 MP: ~10,000 tiles of which 44 % is
+# overlap, > 1 h on 2 cores); the budget then grows towards the cap until the tile reaches this side
+_MIN_TILE = 256
 
 
 def auto_memory_budget(n: int, h: int, w: int, cfg: StackMFFV3Config, *, available_mb: float | None = None) -> float:
@@ -117,13 +121,17 @@ def auto_memory_budget(n: int, h: int, w: int, cfg: StackMFFV3Config, *, availab
 
     At most 1/8 of the available memory, between 256 and 1024 MB. When the whole image fits untiled in that, all of
     it is used (no tile seams, no overlap to compute: stacks up to ~1 MP); otherwise :data:`_TILED_BUDGET_MB`, since
-    larger tiles buy little time for the memory they hold.
+    larger tiles buy little time for the memory they hold, raised (up to that cap) while it leaves tiles under
+    :data:`_MIN_TILE` px (many layers of a wide image).
     """
     avail = _memory.available_memory_mb() if available_mb is None else available_mb
     cap = max(256.0, min(1024.0, avail / 8))
     if not plan_tiles(h, w, n, cfg, memory_budget_mb=cap).tiled:
         return cap
-    return min(cap, _TILED_BUDGET_MB)
+    budget = min(cap, _TILED_BUDGET_MB)
+    while budget < cap and plan_tiles(h, w, n, cfg, memory_budget_mb=budget).tile < _MIN_TILE:
+        budget = min(cap, float(round(budget * 1.25)))
+    return budget
 
 
 def _starts(size: int, t: int, ov: int) -> list[int]:

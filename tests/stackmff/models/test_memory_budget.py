@@ -39,3 +39,17 @@ def test_fusion_records_the_budget_it_chose():
     fixed = fuse_stack_v3(stack, model, memory_budget_mb=300)
     assert fixed.extras["memory_budget_mb"] == 300
     np.testing.assert_array_equal(auto.index_map, fixed.index_map)  # untiled either way: the same result
+
+
+@pytest.mark.parametrize("name", ["v3_small", "v3"])
+def test_many_layers_of_a_wide_image_keep_tiles_of_at_least_256_px(name):
+    # 50 x 24 MP: 256 MB left 64-px tiles (whole-width band buffers of every layer); the budget grows towards the cap
+    cfg = get_config(name)
+    b = auto_memory_budget(50, 4240, 5656, cfg, available_mb=22000)
+    assert 256 < b <= 1024
+    assert plan_tiles(4240, 5656, 50, cfg, memory_budget_mb=b).tile >= 256
+    assert plan_tiles(4240, 5656, 50, cfg, memory_budget_mb=256).tile < 128  # what it was
+    # never above the cap (1/8 of the free memory): a smaller tile then
+    assert auto_memory_budget(50, 4240, 5656, cfg, available_mb=4000) == 500
+    # 10 x 12 MP keeps the smaller budget and its tile
+    assert auto_memory_budget(10, 3000, 4000, cfg, available_mb=22000) == 256
