@@ -183,6 +183,17 @@ class ExternalTool:
             cpu_seconds=cpu_s if peak_kb else float("nan"),  # no rusage (no os.wait4): no CPU time either
         )
 
+    def fuse_layers(self, layers: np.ndarray, *, options: Sequence[str] = (), bit_depth: int = 8) -> PeerRun:
+        """Fuse layers that are registered already, ``(N, C, H, W)`` in [0, 1]: written as PNGs of ``bit_depth``
+        (8 or 16), the tool's alignment steps off, ``options`` put right after its program name (e.g. focus-stack's
+        ``--align-keep-size`` to keep the layers' frame). See :meth:`fuse_files` for the result and errors."""
+        tool = replace(self, align=(), command=(self.command[0], *options, *self.command[1:]))
+        with tempfile.TemporaryDirectory(prefix=f"stackmff-{self.name}-layers-") as tmp:
+            files = [Path(tmp) / f"{k:03d}.png" for k in range(len(layers))]
+            for f, layer in zip(files, layers, strict=True):
+                save_image(f, np.clip(layer, 0, 1), bit_depth=bit_depth)
+            return tool.fuse_files(files)
+
     def _run(self, argv: list[str], cwd: Path) -> tuple[float, float, float]:
         """Run one step; return the child's peak resident memory in KiB (0 when unknown), wall and CPU seconds."""
         log_path = cwd / f".{Path(argv[0]).name}.log"

@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -84,18 +83,13 @@ def default_fuse(folder: Path, workdir: Path) -> tuple[np.ndarray, Path, float]:
     return load_image(out)[0], tf, seconds
 
 
-def external(name: str, layers: np.ndarray, workdir: Path) -> tuple[np.ndarray, float] | None:
+def external(name: str, layers: np.ndarray) -> tuple[np.ndarray, float] | None:
     """Fuse registered layers with an installed external tool (its own alignment off); None when absent."""
     tool = get_peer(name)
-    # the layers are registered already: no align_image_stack, and the result kept in their frame
-    tool = replace(tool, align=(), command=(tool.command[0], *KEEP_FRAME.get(name, ()), *tool.command[1:]))
     if not tool.available():
         return None
-    files = []
-    for k, layer in enumerate(layers):
-        files.append(workdir / f"{name}_{k:03d}.png")
-        save_image(files[-1], layer, bit_depth=8, overwrite=True)
-    run = tool.fuse_files(files)
+    # the layers are registered already: no align_image_stack, and the result kept in their frame
+    run = tool.fuse_layers(layers, options=KEEP_FRAME.get(name, ()))
     img = run.image
     if img.shape != layers.shape[1:]:  # a tool that crops anyway: resize to compare blocks
         img = np.stack([cv2.resize(c, layers.shape[:1:-1], interpolation=cv2.INTER_AREA) for c in img])
@@ -184,7 +178,7 @@ def panel_stack(
         for m in methods:
             t0 = time.perf_counter()
             if m in EXTERNAL:
-                res = external(m, layers, work)
+                res = external(m, layers)
                 if res is None:
                     print(f"{name}: {m} not installed, skipped", file=sys.stderr)
                     continue

@@ -34,9 +34,7 @@ import argparse
 import itertools
 import json
 import sys
-import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +48,7 @@ from stackmff.fusion import get_fusion_method, list_methods
 from stackmff.fusion._common import gather
 from stackmff.fusion.focus_measure import focus_measure
 from stackmff.fusion.pyramid_blend import pyramid_blend
-from stackmff.io import atomic_write, save_image
+from stackmff.io import atomic_write
 from stackmff.models.checkpoint import load_model
 from stackmff.models.inference import predict_logits
 from stackmff.models.stackmff_v3 import fold_batchnorm
@@ -142,13 +140,7 @@ def fuse(meth: str, layers: np.ndarray, weights: str | None) -> np.ndarray:
 
 def fuse_external(name: str, opts: dict, layers: np.ndarray) -> np.ndarray:
     """Fuse with an installed external program (see ``EXTERNAL``); layers written as 16-bit PNGs."""
-    tool = get_peer(name)
-    tool = replace(tool, align=(), command=(tool.command[0], *EXTERNAL[name](opts), *tool.command[1:]))
-    with tempfile.TemporaryDirectory(prefix="rgbd_gt_") as tmp:
-        files = [Path(tmp) / f"{k:03d}.png" for k in range(len(layers))]
-        for f, layer in zip(files, layers, strict=True):
-            save_image(f, np.clip(layer, 0, 1), bit_depth=16)
-        img = tool.fuse_files(files).image
+    img = get_peer(name).fuse_layers(layers, options=EXTERNAL[name](opts), bit_depth=16).image
     if img.shape != layers.shape[1:]:
         raise RuntimeError(f"{name} returned {img.shape}, expected {layers.shape[1:]}")
     return img

@@ -70,7 +70,7 @@ def test_rgbd_renders_have_the_documented_layers(shared_data):
 def test_focus_stack_result_stays_in_the_frame_of_the_registered_layers(tmp_path):
     """focus-stack re-aligns and crops by default; the panel keeps its result in the layers' frame (no resize)."""
     layers, _, _ = synthetic_stack(4, height=96, width=128, seed=3)
-    img, seconds = real_panel.external("focus_stack", layers, tmp_path)
+    img, seconds = real_panel.external("focus_stack", layers)
     assert img.shape == layers.shape[1:] and seconds > 0
     ratio = block_sharpness(img, layers, block=16).summary()["median_ratio"]
     assert ratio > 0.9  # as sharp as the sharpest layer, not a misregistered resize of a crop (read as ~0.5)

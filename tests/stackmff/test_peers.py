@@ -41,3 +41,20 @@ def test_fuse_files_reports_the_tools_own_wall_and_cpu_seconds(tmp_path):
     # the tool's commands only: less than the whole call (which also copies the layers and reads the output)
     assert 0 < run.tool_seconds <= run.seconds
     assert run.cpu_seconds > 0 and run.peak_mb > 0  # from the child's rusage (Linux, macOS: os.wait4)
+
+
+def test_fuse_layers_writes_registered_layers_at_the_bit_depth_and_skips_alignment():
+    layers = np.random.default_rng(1).random((2, 3, 10, 14)).astype(np.float32)
+    # the option goes right after the program name; the alignment step would fail the run if it ran
+    tool = ExternalTool(
+        name="copy_second",
+        description="second layer",
+        command=("cp", "{input_dir}/001.png", "{output}"),
+        align=(("false",),),
+    )
+    for bits, step in ((16, 65535.0), (8, 255.0)):
+        run = tool.fuse_layers(layers, bit_depth=bits)
+        assert run.bit_depth == bits
+        np.testing.assert_allclose(run.image, np.round(layers[1] * step) / step, atol=1e-6)
+    verbose = tool.fuse_layers(layers, options=("-v",))  # cp -v <in> <out>: still a copy
+    np.testing.assert_allclose(verbose.image, np.round(layers[1] * 255) / 255, atol=1e-6)
