@@ -10,9 +10,13 @@ at its borders; breathing rows also give ``true_transforms``: the PSNR with the 
 error against those transforms. PSNR is measured against the all-in-focus image brought into
 the output frame (the aligned result is in the frame of its reference layer, cropped), without a border of 8 px.
 
+``--supersample 2`` renders optical breathing (see :func:`make_cases`); ``--procedural-seed`` picks other procedural
+scenes (held out from tuning: the defaults, seeds 100 and 101, are the scenes the alignment was developed on).
+
 Usage::
 
     python -m pipelines.benchmarks.align_quality --scenes art books dolls --procedural 2 --json reports/align_quality.json
+    python -m pipelines.benchmarks.align_quality --scenes moebius --procedural 3 --procedural-seed 300 --supersample 2
 """
 
 from __future__ import annotations
@@ -51,14 +55,51 @@ def _similarity(scale: float, rot_deg: float, tx: float, ty: float, centre: tupl
     )
 
 
-def make_cases(image: np.ndarray, disp: np.ndarray, n: int, *, seed: int, breathing: float, shake: float) -> dict:
-    """``{case: (layers (N, 3, h, w), gt_of(reference, crop) -> (3, h', w'))}`` for one scene."""
-    big = synthesize_physical(image, disp, n, rng=seed)
+def _down(x: np.ndarray, s: int) -> np.ndarray:
+    """``(..., C, H*s, W*s)`` -> ``(..., C, H, W)`` by pixel-area averaging (what a sensor pixel integrates)."""
+    if s == 1:
+        return x
+    flat = x.reshape(-1, *x.shape[-2:])
+    out = np.stack([cv2.resize(p, (p.shape[1] // s, p.shape[0] // s), interpolation=cv2.INTER_AREA) for p in flat])
+    return out.reshape(*x.shape[:-2], *out.shape[-2:])
+
+
+def make_cases(
+    image: np.ndarray,
+    disp: np.ndarray,
+    n: int,
+    *,
+    seed: int,
+    breathing: float,
+    shake: float,
+    supersample: int = 1,
+) -> dict:
+    """``{case: (layers (N, 3, h, w), gt_of(reference, crop) -> (3, h', w'))}`` for one scene.
+
+    ``supersample`` s > 1 renders the stack, warps the breathing layers and the all-in-focus image on a grid s times
+    finer (the scene upsampled by bicubic interpolation, CoC and noise scaled to match) and averages each s x s
+    block, as a sensor pixel integrates the optical image. Then the breathing layers are optical images of the
+    moved scene, not digitally resampled copies of the registered layers (with s = 1, every breathing layer has been
+    resampled once before alignment resamples it again, a loss no real lens causes).
+    """
+    ss = supersample
+    if ss > 1:
+        image_s = np.clip(cv2.resize(image.transpose(1, 2, 0), None, fx=ss, fy=ss, interpolation=cv2.INTER_CUBIC), 0, 1)
+        disp_s = cv2.resize(np.asarray(disp, np.float32), None, fx=ss, fy=ss, interpolation=cv2.INTER_LINEAR)
+        # noise: x + sqrt(a x + b^2) n per fine pixel; the block mean divides the variance by ss^2
+        fine = synthesize_physical(
+            image_s.transpose(2, 0, 1), disp_s, n, rng=seed, max_coc=8.0 * ss, noise=(1e-4 * ss**2, 2e-3 * ss)
+        )
+        big = replace(fine, layers=_down(fine.layers, ss), aif=_down(fine.aif, ss), index=fine.index[::ss, ::ss])
+    else:
+        fine = big = synthesize_physical(image, disp, n, rng=seed)
     _, hh, ww = image.shape
     h, w = hh - 2 * MARGIN, ww - 2 * MARGIN
     frame = np.s_[:, MARGIN : MARGIN + h, MARGIN : MARGIN + w]
     aif = big.aif[frame]
     to_canvas = np.array([[1, 0, MARGIN], [0, 1, MARGIN], [0, 0, 1.0]])
+    # pixel centres of the 1x grid -> those of the fine grid (x_s = s x + (s - 1) / 2)
+    to_fine = np.array([[ss, 0, (ss - 1) / 2], [0, ss, (ss - 1) / 2], [0, 0, 1.0]])
 
     def gt_identity(res) -> np.ndarray:
         x0, y0, cw, ch = res.crop if not res.skipped else (0, 0, w, h)
@@ -81,10 +122,10 @@ def make_cases(image: np.ndarray, disp: np.ndarray, n: int, *, seed: int, breath
             *rng.uniform(-shake, shake, 2),
             ((w - 1) / 2, (h - 1) / 2),
         )
-        mc = to_canvas @ m @ np.linalg.inv(to_canvas)
-        layer = big.layers[k].transpose(1, 2, 0)
+        mc = to_fine @ to_canvas @ m @ np.linalg.inv(to_canvas) @ np.linalg.inv(to_fine)
+        layer = fine.layers[k].transpose(1, 2, 0)
         wk = cv2.warpAffine(layer, mc[:2], layer.shape[1::-1], flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT)
-        warped.append(np.clip(wk, 0, 1).transpose(2, 0, 1)[frame])
+        warped.append(_down(np.clip(wk, 0, 1).transpose(2, 0, 1), ss)[frame])
         mats.append(m)
     mats = np.stack(mats)
 
@@ -99,10 +140,11 @@ def make_cases(image: np.ndarray, disp: np.ndarray, n: int, *, seed: int, breath
         m_ref = mats[ref] if not res.skipped else np.eye(3)
         shift = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]])
         a = to_canvas @ np.linalg.inv(m_ref) @ shift  # output pixel -> canvas pixel of the aif
+        a = to_fine @ a @ np.linalg.inv(to_fine)
         out = cv2.warpAffine(
-            big.aif.transpose(1, 2, 0), a[:2], (cw, ch), flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP
+            fine.aif.transpose(1, 2, 0), a[:2], (cw * ss, ch * ss), flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP
         )
-        return out.transpose(2, 0, 1)
+        return _down(out.transpose(2, 0, 1), ss)
 
     gt_warped.matrices = mats  # the true transforms (GT frame -> layer pixels), for tests
     cases["breathing"] = (np.stack(warped).astype(np.float32), gt_warped)
@@ -137,9 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="../shared/data/middlebury_rgbd")
     p.add_argument("--scenes", nargs="*", default=["art", "books", "dolls"])
     p.add_argument("--procedural", type=int, default=2, help="number of procedural scenes (512x512)")
+    p.add_argument(
+        "--procedural-seed", type=int, default=100, help="seed of the first procedural scene (others: held-out scenes)"
+    )
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--breathing", type=float, default=0.03)
     p.add_argument("--shake", type=float, default=3.0, help="random shift per layer, px")
+    p.add_argument(
+        "--supersample",
+        type=int,
+        default=1,
+        help="render and warp on a grid this many times finer, then average blocks (optical breathing: see make_cases)",
+    )
     p.add_argument("--method", default="stackmff_v3")
     p.add_argument("--cases", nargs="*", default=["clean", "shuffled", "invalid", "breathing", "breathing_invalid"])
     p.add_argument("--only", nargs="*", help="run only these scenes (names as printed; seeds stay as in the full list)")
@@ -152,13 +203,16 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"Middlebury scene(s) {', '.join(missing)} not in {args.data}; available: {', '.join(sorted(rgbd))}")
     scenes = [(name, rgbd[name].image, rgbd[name].disparity) for name in args.scenes]
     for s in range(args.procedural):
-        sc = make_scene(100 + s, 512, 512)
-        scenes.append((f"procedural{s}", sc.image, sc.disparity))
+        sc = make_scene(args.procedural_seed + s, 512, 512)
+        tag = "" if args.procedural_seed == 100 else f"_{args.procedural_seed}"
+        scenes.append((f"procedural{s}{tag}", sc.image, sc.disparity))
     rows = []
     for i, (name, image, disp) in enumerate(scenes):
         if args.only and name not in args.only:
             continue
-        cases = make_cases(image, disp, args.layers, seed=i, breathing=args.breathing, shake=args.shake)
+        cases = make_cases(
+            image, disp, args.layers, seed=i, breathing=args.breathing, shake=args.shake, supersample=args.supersample
+        )
         for case in args.cases:
             layers, gt_of = cases[case]
             row = {"scene": name, "case": case}

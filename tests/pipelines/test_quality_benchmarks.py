@@ -106,3 +106,30 @@ def test_rgbd_gt_feeds_an_external_program_the_layers_in_their_frame():
     fused = rgbd_gt.fuse("focus_stack", layers, None)
     assert fused.shape == aif.shape  # not re-aligned and cropped
     assert rgbd_gt.scores(fused, aif)[0] > rgbd_gt.scores(layers.mean(0), aif)[0] + 3  # 29.1 vs 25.1 dB
+
+
+@pytest.mark.parametrize("supersample", [1, 2])
+def test_align_quality_breathing_layers_and_truth_share_one_geometry(supersample):
+    # The breathing case's all-in-focus truth, brought into a layer's frame, must sit exactly on that layer: its
+    # in-focus parts agree best with no extra shift (measured: 0.15-0.2 dB above the +-1/4 px shifts). With
+    # supersample = 2 the layers and the truth are warped on a grid twice as fine, then block-averaged (optical
+    # breathing); the truth moved by half a fine pixel (1/4 px) there fails this test.
+    from types import SimpleNamespace
+
+    from pipelines.benchmarks.align_quality import MARGIN, make_cases, psnr
+    from stackmff.data.procedural import make_scene
+
+    sc = make_scene(11, 160 + 2 * MARGIN, 200 + 2 * MARGIN)
+    cases = make_cases(sc.image, sc.disparity, 3, seed=5, breathing=0.03, shake=3.0, supersample=supersample)
+    layers, truth_of = cases["breathing"]
+    assert layers.shape == (3, 3, 160, 200) and cases["clean"][0].shape == layers.shape
+    for r in range(3):
+        truth = truth_of(SimpleNamespace(crop=(0, 0, 200, 160), skipped=False, reference=r)).transpose(1, 2, 0)
+
+        def agreement(dx, dy, truth=truth, layer=layers[r]):
+            m = np.float32([[1, 0, dx], [0, 1, dy]])
+            moved = cv2.warpAffine(truth, m, (200, 160), flags=cv2.INTER_LANCZOS4)
+            return psnr(layer, moved.transpose(2, 0, 1))
+
+        best = agreement(0, 0)
+        assert all(best > agreement(*d) for d in ((0.25, 0), (-0.25, 0), (0, 0.25), (0, -0.25))), r
