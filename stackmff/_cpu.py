@@ -6,6 +6,10 @@ process, 2 torch threads made the network part 4-30x slower and used 1.5-2.8x th
 method runs with one thread per *free* core: the cores this process may use (``os.sched_getaffinity``) minus the
 ones other processes keep busy right now (``/proc/loadavg``'s count of runnable threads, sampled a few times).
 When some cores are busy, OpenMP's idle threads are also told to sleep rather than spin (:func:`passive_openmp`).
+
+The count is not fixed for a long run: :class:`ThreadGovernor` measures the free cores again between tiles (at most
+every few seconds) and follows them, so a fusion started beside a busy job speeds up once that job ends, and one
+started on an idle machine gives cores back when another job starts.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 
 from .errors import StackMFFError
 
-__all__ = ["available_cores", "busy_cores", "choose_threads", "passive_openmp"]
+__all__ = ["ThreadGovernor", "available_cores", "busy_cores", "choose_threads", "passive_openmp"]
 
 
 def available_cores() -> int:
@@ -90,3 +94,39 @@ def passive_openmp() -> bool:
         return False
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     return True
+
+
+class ThreadGovernor:
+    """Follow the free cores during a long fusion: call :meth:`update` between units of work (tiles).
+
+    At most every ``interval`` seconds it measures the free cores again (:func:`choose_threads`, capped at
+    ``ceiling``) and, when the count changed, calls ``apply(n)`` (e.g. ``torch.set_num_threads``). Call it from the
+    thread that runs the work: OpenMP's thread count belongs to the calling thread.
+
+    Args:
+        start: the thread count the work starts with.
+        ceiling: never more than this (the caller's own setting, e.g. ``torch.get_num_threads()``).
+        apply: sets the thread count.
+        interval: seconds between measurements (each costs ~40 ms of sleeping, no CPU).
+
+    Attributes:
+        counts: every count used, in order (the first is ``start``).
+    """
+
+    def __init__(self, start: int, ceiling: int, apply, *, interval: float = 5.0) -> None:
+        self.current, self.ceiling, self._apply, self.interval = start, max(1, ceiling), apply, interval
+        self.counts = [start]
+        self._last = time.monotonic()
+
+    def update(self) -> int:
+        """Measure again if ``interval`` has passed; apply and return the thread count to use now."""
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return self.current
+        self._last = now
+        n = min(choose_threads(None), self.ceiling)
+        if n != self.current:
+            self._apply(n)
+            self.current = n
+            self.counts.append(n)
+        return n

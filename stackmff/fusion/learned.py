@@ -18,7 +18,7 @@ method runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -51,6 +51,7 @@ def fuse_stack_v3(
     gather: str = "pyramid",
     half_res: bool = True,
     top_k: int | None = None,
+    between_tiles: Callable[[], object] | None = None,
 ) -> FusionResult:
     """Fuse a focal stack with a StackMFF V3 model.
 
@@ -85,6 +86,8 @@ def fuse_stack_v3(
         top_k: ``gather="pyramid"`` blends only each pixel's ``top_k`` most probable layers (default ``None``:
             all). ``4`` sharpens long, unsure hand-held stacks; it costs up to ~1 dB on registered stacks of many
             layers.
+        between_tiles: called before every tile's network run (e.g. :meth:`stackmff._cpu.ThreadGovernor.update`,
+            which follows the free cores during a long fusion).
 
     Returns:
         FusionResult with ``image`` ``(C, H, W)`` float32 (exact source values only with ``gather="hard"``),
@@ -114,9 +117,15 @@ def fuse_stack_v3(
     if memory_budget_mb is None:
         memory_budget_mb = auto_memory_budget(n, h, w, net.cfg)
     plan = plan_tiles(h, w, n, net.cfg, memory_budget_mb=memory_budget_mb, tile=tile, overlap=overlap)
-    decision = LayerDecision(
-        stack, tile_logits_fn(net, plan, autocast_dtype=ac, half_res=half_res), plan, regress=regress
-    )
+    logits_fn = tile_logits_fn(net, plan, autocast_dtype=ac, half_res=half_res)
+    if between_tiles is not None:
+        tile_fn = logits_fn
+
+        def logits_fn(lum: np.ndarray) -> np.ndarray:
+            between_tiles()
+            return tile_fn(lum)
+
+    decision = LayerDecision(stack, logits_fn, plan, regress=regress)
 
     # every colour rule consumes each band of rows as soon as the tiles have decided it: "hard" and "soft" make its
     # colour, "pyramid" its finest level and its half-resolution probabilities (the logits in fp16, as they always

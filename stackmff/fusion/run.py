@@ -316,8 +316,9 @@ def fuse_to_file(
             written += [str(p) for p in ups]
         if save_to is not None:
             written.append(str(save_to))
-    if "network_seconds" in result.extras:
-        info["network_seconds"] = result.extras["network_seconds"]
+    for key in ("network_seconds", "threads", "thread_counts"):  # learned methods: network time, CPU threads used
+        if key in result.extras:
+            info[key] = result.extras[key]
     return {
         "inputs": [str(p) for p in dict.fromkeys(stack.paths)],
         "layers": n_layers,

@@ -9,7 +9,9 @@ Laplacian-pyramid blend steered by the probabilities, the default and the best P
 scientific data that must not be resampled; "soft": probability-weighted mean; upstream's own code outputs "hard"),
 ``half_res`` (cross-layer stage at half resolution, default true: ~2x less network time on CPU for -0.04 dB; false = the
 network exactly as trained), ``threads`` (torch threads: default the cores no other process is busy on,
-:func:`stackmff._cpu.choose_threads`, at most ``torch.get_num_threads()``; set for the call and restored after it),
+:func:`stackmff._cpu.choose_threads`, at most ``torch.get_num_threads()``, measured again between tiles at most every
+5 s so a long run follows the free cores (:class:`stackmff._cpu.ThreadGovernor`; the counts it went through are in
+``extras["thread_counts"]``); set for the call and restored after it),
 ``top_k`` (the pyramid blend uses only each pixel's top_k most probable layers; default all: ``4`` sharpens long unsure
 hand-held stacks but costs up to ~1 dB on registered stacks of many layers), ``preset`` ("default", or "upstream": the
 author's inference step by step, see :func:`~stackmff.fusion.learned.fuse_stack_upstream`; the other options except
@@ -29,7 +31,7 @@ import cv2
 import numpy as np
 
 from .._checks import check_choice, check_stack
-from .._cpu import available_cores, choose_threads, passive_openmp
+from .._cpu import ThreadGovernor, available_cores, choose_threads, passive_openmp
 from ..errors import StackMFFError
 from ..models._weights import DEFAULT_STAR_WEIGHTS, DEFAULT_WEIGHTS  # torch-free
 from .registry import FusionResult, register_method
@@ -137,8 +139,15 @@ def _run(
 
         drop_gpu_library_pages()  # the CUDA build's libraries: ~140 MB resident that a CPU run never executes
     cv_before = cv2.getNumThreads()
-    torch.set_num_threads(n_threads)  # process-wide: restored below
-    cv2.setNumThreads(n_threads)  # OpenCV's pool (outlier checks, pyramid blend) waits for busy cores the same way
+
+    def set_threads(k: int) -> None:
+        torch.set_num_threads(k)  # process-wide: restored below
+        cv2.setNumThreads(k)  # OpenCV's pool (outlier checks, pyramid blend) waits for busy cores the same way
+
+    set_threads(n_threads)
+    # automatic count on CPU: measured again between tiles, so a long fusion follows the cores other jobs free or take
+    cpu = next(model.parameters()).device.type == "cpu"
+    governor = ThreadGovernor(n_threads, before, set_threads) if auto and cpu else None
     try:
         if preset == "upstream":
             res = learned.fuse_stack_upstream(stack, model)
@@ -154,12 +163,15 @@ def _run(
                 gather=gather,
                 half_res=half_res,
                 top_k=top_k,
+                between_tiles=None if governor is None else governor.update,
             )
     finally:
         torch.set_num_threads(before)
         cv2.setNumThreads(cv_before)
     res.extras["weights"] = str(path)
     res.extras["threads"] = n_threads
+    if governor is not None and len(governor.counts) > 1:
+        res.extras["thread_counts"] = governor.counts  # the counts it followed, in order
     return res
 
 

@@ -62,3 +62,21 @@ def test_passive_openmp_only_before_torch_and_never_over_the_user(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY")
     monkeypatch.setitem(sys.modules, "torch", object())
     assert _cpu.passive_openmp() is False and "OMP_WAIT_POLICY" not in os.environ
+
+
+def test_governor_follows_the_free_cores_between_tiles(monkeypatch):
+    # 4 cores: idle, then another job takes 3, then it ends; each measurement is 5 reads of /proc/loadavg
+    _machine(monkeypatch, 4, [1] * 5 + [4] * 5 + [4] * 5 + [1] * 5)
+    applied = []
+    gov = _cpu.ThreadGovernor(4, 4, applied.append, interval=0.0)
+    assert [gov.update() for _ in range(4)] == [4, 1, 1, 4]
+    assert applied == [1, 4] and gov.counts == [4, 1, 4]  # applied only when the count changes
+
+
+def test_governor_waits_its_interval_and_keeps_the_callers_ceiling(monkeypatch):
+    _machine(monkeypatch, 8, [1] * 5)
+    applied = []
+    gov = _cpu.ThreadGovernor(1, 2, applied.append, interval=3600.0)
+    assert gov.update() == 1 and applied == []  # not measured again before the interval
+    gov.interval = 0.0
+    assert gov.update() == 2 and applied == [2]  # 8 free cores, but the caller allowed 2

@@ -59,6 +59,15 @@ def test_tiled_network_close_to_untiled(small_model):
     np.testing.assert_array_equal(hard.image, expect)
 
 
+def test_between_tiles_runs_before_every_tile_and_changes_nothing(small_model):
+    st = _stack(4, 3, 96, 128, seed=5)
+    calls = []
+    plain = fuse_stack_v3(st, small_model, tile=64, overlap=16)
+    hooked = fuse_stack_v3(st, small_model, tile=64, overlap=16, between_tiles=lambda: calls.append(1))
+    assert len(calls) == 2 * 3  # tiles of 64 px with 16 px overlap: 2 rows x 3 columns on 96 x 128
+    np.testing.assert_array_equal(hooked.image, plain.image)
+
+
 def test_bad_options_raise(small_model):
     st = _stack()
     with pytest.raises(StackMFFError, match="multiple of 32"):
