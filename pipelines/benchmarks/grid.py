@@ -15,7 +15,9 @@ median over ``--repeats`` runs of:
 The stack: a real photo (``data/samples/pcb/00.jpg``, resized to the cell's size) whose layer k is sharp around
 depth k/(N-1) of a smooth depth field and blurred elsewhere (one blur, blended per layer): cheap to make at 24 MP
 and registered, so ``--align auto`` pays its check only. Larger cells of a method are skipped once it took more
-than ``--max-seconds`` on a smaller one (the grid is ordered by size).
+than ``--max-seconds`` on a smaller one (the grid is ordered by size). One run is killed after ``--run-timeout``
+seconds (default one hour; the cell then reports ``killed after ...`` as its error): raise it for the paper grid's
+largest cells (V3 on 50 x 24 MP took 32 min on a 2-core machine).
 
 ``--beside spin|same`` starts a competing process for every timed run (``spin``: one busy Python loop, like a
 training job on one core; ``same``: the same command in a loop) and also runs each cell alone, so the ratios
@@ -112,12 +114,17 @@ def write_stack(folder: Path, n: int, megapixels: float, *, quality: int = 92) -
 
 
 # ------------------------------------------------------------------------------------------------ timing
+DEFAULT_RUN_TIMEOUT = 3600.0  # seconds after which one run is killed (--run-timeout)
+
+
 def _fork_not_vfork() -> None:
     """A no-op ``preexec_fn``: its presence is what makes :mod:`subprocess` fork (see :func:`run_timed`)."""
 
 
 def run_timed(cmd: Sequence[str], *, env: dict | None = None, timeout: float = 3600) -> dict:
-    """Run ``cmd``; its wall seconds, CPU seconds and peak RSS (MB) from ``os.wait4``, and the exit code."""
+    """Run ``cmd``; its wall seconds, CPU seconds and peak RSS (MB) from ``os.wait4``, and the exit code.
+
+    A run still going after ``timeout`` seconds is killed; ``timed_out`` says so."""
     t0 = time.perf_counter()
     # preexec_fn makes subprocess fork instead of vfork: a vforked child shares this process' memory map until exec,
     # and Linux carries that map's high-water mark into the child's ru_maxrss, so every command would report at
@@ -126,6 +133,7 @@ def run_timed(cmd: Sequence[str], *, env: dict | None = None, timeout: float = 3
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_fork_not_vfork
     )
     deadline = t0 + timeout
+    timed_out = False
     while True:
         pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
         if pid:
@@ -133,6 +141,7 @@ def run_timed(cmd: Sequence[str], *, env: dict | None = None, timeout: float = 3
         if time.perf_counter() > deadline:
             proc.kill()
             pid, status, ru = os.wait4(proc.pid, 0)
+            timed_out = True
             break
         time.sleep(0.005)
     wall = time.perf_counter() - t0
@@ -143,6 +152,7 @@ def run_timed(cmd: Sequence[str], *, env: dict | None = None, timeout: float = 3
         "cpu_s": ru.ru_utime + ru.ru_stime,
         "peak_rss_mb": ru.ru_maxrss / 1024,
         "rc": proc.returncode,
+        "timed_out": timed_out,
         "stdout": out,
         "stderr": err.strip().splitlines()[-1] if err.strip() else "",
     }
@@ -208,13 +218,18 @@ class Competitor:
             self.proc.wait()
 
 
-def run_once(method: str, stack: Path, out: Path, *, threads: str, beside: str) -> dict:
-    """One timed run of ``method`` on ``stack`` (beside a competitor unless ``beside`` is ``none``/``alone``)."""
+def run_once(
+    method: str, stack: Path, out: Path, *, threads: str, beside: str, timeout: float = DEFAULT_RUN_TIMEOUT
+) -> dict:
+    """One timed run of ``method`` on ``stack`` (beside a competitor unless ``beside`` is ``none``/``alone``), killed
+    after ``timeout`` seconds."""
     cmd = command(method, stack, out, threads)
     loadavg = load()
     # the "same" competitor fuses into its own output file
     with Competitor(beside, command(method, stack, out.with_name(f"competitor_{out.name}"), threads)):
-        r = run_timed(cmd)
+        r = run_timed(cmd, timeout=timeout)
+    if r["timed_out"]:
+        return {"error": f"killed after {timeout:.0f} s (raise --run-timeout to let it finish)"}
     if r["rc"] != 0:
         return {"error": f"exit {r['rc']}: {r['stderr']}"}
     if method in _peer_names():  # the wrapper reports the tool's own wall, CPU time and memory
@@ -245,6 +260,7 @@ def run_grid(
     threads: Sequence[str] = ("auto",),
     beside: str = "none",
     workdir: str | None = None,
+    run_timeout: float = DEFAULT_RUN_TIMEOUT,
     log=print,
 ) -> dict:
     """Measure every (method, threads, N, MP) cell; returns ``{"machine": ..., "rows": [...]}``.
@@ -273,7 +289,12 @@ def run_grid(
                         if (m, th) in failed:
                             continue
                         res = run_once(
-                            m, stack, Path(tmp) / f"{m}.jpg", threads=th, beside="none" if mode == "alone" else mode
+                            m,
+                            stack,
+                            Path(tmp) / f"{m}.jpg",
+                            threads=th,
+                            beside="none" if mode == "alone" else mode,
+                            timeout=run_timeout,
                         )
                         if "error" in res:
                             failed[(m, th)] = (mode, res["error"])
@@ -441,11 +462,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--megapixels", type=float, nargs="+", default=[0.25, 1.0], help="megapixels per layer")
     p.add_argument("--repeats", type=int, default=1, help="runs per cell (median)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="skip a method's larger cells after this")
+    p.add_argument(
+        "--run-timeout",
+        type=float,
+        default=DEFAULT_RUN_TIMEOUT,
+        help="kill one run after this many seconds (reported as an error row)",
+    )
     p.add_argument("--threads", nargs="+", default=["auto"], help="--threads values of `stackmff fuse` to compare")
     p.add_argument("--beside", choices=("none", "spin", "same"), default="none", help="competing process")
     p.add_argument("--workdir", help="where the stacks are written (default: the system temp folder)")
     p.add_argument("--out", required=True, help="folder for grid.json and the plots")
     a = p.parse_args(argv)
+    if a.run_timeout <= 0:
+        p.error(f"--run-timeout must be > 0 seconds, got {a.run_timeout:g}")
     if a.params:
         from pipelines.config import load_params
 
@@ -461,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         a.megapixels,
         repeats=a.repeats,
         max_seconds=a.max_seconds,
+        run_timeout=a.run_timeout,
         threads=a.threads,
         beside=a.beside,
         workdir=a.workdir,

@@ -44,6 +44,20 @@ def test_a_failing_command_is_reported_not_timed(tmp_path):
     assert "wall_s" not in row and "unknown method" in row["error"]
 
 
+def test_a_run_past_its_timeout_is_killed_and_reported(tmp_path, monkeypatch):
+    import sys
+
+    r = grid.run_timed([sys.executable, "-c", "import time; time.sleep(60)"], timeout=0.5)
+    assert r["timed_out"] and r["rc"] != 0 and r["wall_s"] < 10
+    assert not grid.run_timed([sys.executable, "-c", "pass"], timeout=60)["timed_out"]
+    monkeypatch.setattr(grid, "command", lambda *a: [sys.executable, "-c", "import time; time.sleep(60)"])
+    res = grid.run_once("focus_measure", tmp_path, tmp_path / "o.jpg", threads="auto", beside="none", timeout=0.5)
+    assert res["error"].startswith("killed after") and "--run-timeout" in res["error"]
+    with pytest.raises(SystemExit) as exc:
+        grid.main(["--run-timeout", "0", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+
+
 def test_ratios_pair_each_cell_with_its_alone_run():
     base = {"method": "m", "threads": "auto", "layers": 2, "megapixels": 1.0}
     rows = [
@@ -79,14 +93,17 @@ def test_bench_params_default_and_file(tmp_path):
 def test_runs_of_one_stack_are_interleaved_across_repeats(tmp_path, monkeypatch):
     order = []
 
-    def fake_run_once(method, stack, out, *, threads, beside):
+    def fake_run_once(method, stack, out, *, threads, beside, timeout):
+        assert timeout == 90.0  # the grid's --run-timeout reaches every run
         order.append(method)
         if method == "bad" and order.count("bad") == 2:
             return {"error": "exit 1: boom"}
         return {"wall_s": 1.0, "cpu_s": 1.0, "peak_rss_mb": 10.0, "load": [0.5, 0.5, 0.5]}
 
     monkeypatch.setattr(grid, "run_once", fake_run_once)
-    res = grid.run_grid(["a", "b", "bad"], [2], [0.02], repeats=3, workdir=str(tmp_path), log=lambda *_: None)
+    res = grid.run_grid(
+        ["a", "b", "bad"], [2], [0.02], repeats=3, workdir=str(tmp_path), run_timeout=90.0, log=lambda *_: None
+    )
     # repeat 1 of every method, then repeat 2 starting one method later, ...; a method that fails is not run again
     assert order == ["a", "b", "bad", "b", "bad", "a", "a", "b"]
     by = {r["method"]: r for r in res["rows"]}
