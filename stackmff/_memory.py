@@ -9,8 +9,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
-__all__ = ["available_bytes", "available_memory_mb", "proc_kib", "release_free_heap", "resident_mb"]
+__all__ = ["available_bytes", "available_memory_mb", "proc_kib", "release_free_heap", "resident_mb", "tune_malloc"]
 
 
 def proc_kib(field: str, path: str = "/proc/self/status") -> int | None:
@@ -43,16 +44,55 @@ def resident_mb() -> float:
     return 0.0 if kib is None else kib / 1024
 
 
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    name = ctypes.util.find_library("c")
+@functools.lru_cache(maxsize=2)
+def _glibc(name: str, argtypes: tuple):
+    """glibc's function ``name`` with ``argtypes`` (returning int), or None elsewhere (musl, macOS, Windows)."""
+    lib = ctypes.util.find_library("c")
     try:
-        fn = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        fn = getattr(ctypes.CDLL(lib), name) if lib else None
+    except (OSError, AttributeError):
         return None
     if fn is not None:
-        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+        fn.argtypes, fn.restype = list(argtypes), ctypes.c_int
     return fn
+
+
+def _malloc_trim():
+    return _glibc("malloc_trim", (ctypes.c_size_t,))
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_MMAP_THRESHOLD = 32 * 2**20  # the largest mallopt accepts on 64-bit (HEAP_MAX_SIZE / 2)
+_TRIM_THRESHOLD = 2**31 - 1
+_tuned = False
+
+
+def tune_malloc() -> bool:
+    """Keep freed heap memory for reuse instead of returning it to the system at once (glibc); True if set now.
+
+    A fusion makes and frees arrays of tens of MB per tile and band. glibc gives the top of its heap back whenever
+    more than twice its (dynamic) mmap threshold is free there, so the next band's arrays fault their pages in
+    again: on 50 x 3 MP (default ``stackmff_v3``, 2 cores) 44 million minor page faults and 87 s of system time
+    in a 173 s run. With the mmap threshold fixed at 32 MB and the automatic trim off, the same run took 135 s with
+    3.4 s of system time and 0.4 million faults, the same output bytes, peak RSS 1.73 instead of 1.65 GB
+    (:func:`release_free_heap` still trims between the phases). Process-wide: the CLI and the pipeline stages call
+    it for their own process, the library does not. Not set where the user configured malloc (``GLIBC_TUNABLES``
+    with a malloc tunable, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``) or elsewhere than glibc.
+    """
+    global _tuned
+    if _tuned:
+        return False
+    if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(
+        k in os.environ for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+    ):
+        return False
+    fn = _glibc("mallopt", (ctypes.c_int, ctypes.c_int))
+    # the mmap threshold first: setting either one ends glibc's dynamic thresholds, and a trim threshold alone
+    # would leave every array above the default 128 kB to mmap (measured: 35 million faults on 20 x 3 MP)
+    if fn is None or not fn(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) or not fn(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD):
+        return False
+    _tuned = True
+    return True
 
 
 def release_free_heap() -> bool:

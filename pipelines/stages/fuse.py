@@ -21,6 +21,7 @@ from typing import Any
 
 from pipelines.config import FuseParams, load_params
 from pipelines.stages._common import parser, run_main, write_json
+from stackmff._memory import tune_malloc
 from stackmff.benchmark import fuse_tree, method_kind
 
 __all__ = ["main", "run"]
@@ -82,6 +83,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
+    tune_malloc()  # this stage's own process: large arrays per band are reused (stackmff._memory.tune_malloc)
     return run_main(_main, argv)
 
 
