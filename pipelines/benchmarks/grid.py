@@ -121,7 +121,7 @@ def _fork_not_vfork() -> None:
     """A no-op ``preexec_fn``: its presence is what makes :mod:`subprocess` fork (see :func:`run_timed`)."""
 
 
-def run_timed(cmd: Sequence[str], *, env: dict | None = None, timeout: float = 3600) -> dict:
+def run_timed(cmd: Sequence[str], *, env: dict | None = None, timeout: float = DEFAULT_RUN_TIMEOUT) -> dict:
     """Run ``cmd``; its wall seconds, CPU seconds and peak RSS (MB) from ``os.wait4``, and the exit code.
 
     A run still going after ``timeout`` seconds is killed; ``timed_out`` says so."""
