@@ -90,7 +90,13 @@ def make_cases(
         fine = synthesize_physical(
             image_s.transpose(2, 0, 1), disp_s, n, rng=seed, max_coc=8.0 * ss, noise=(1e-4 * ss**2, 2e-3 * ss)
         )
-        big = replace(fine, layers=_down(fine.layers, ss), aif=_down(fine.aif, ss), index=fine.index[::ss, ::ss])
+        big = replace(
+            fine,
+            layers=_down(fine.layers, ss),
+            aif=_down(fine.aif, ss),
+            index=fine.index[::ss, ::ss],
+            disparity=np.asarray(disp, np.float32),  # every field on the 1x grid again
+        )
     else:
         fine = big = synthesize_physical(image, disp, n, rng=seed)
     _, hh, ww = image.shape
@@ -150,7 +156,11 @@ def make_cases(
     cases["breathing"] = (np.stack(warped).astype(np.float32), gt_warped)
     # the invalid kinds added to the breathing stack too (each a valid layer's frame, so it breathes and shakes)
     warped_stack = replace(
-        big, layers=np.stack(warped).astype(np.float32), aif=big.aif[frame], index=big.index[frame[1:]]
+        big,
+        layers=np.stack(warped).astype(np.float32),
+        aif=big.aif[frame],
+        index=big.index[frame[1:]],
+        disparity=big.disparity[frame[1:]],
     )
     bad_b = inject_invalid_layers(warped_stack, seed + 4, kinds=("blurred", "exposure", "noisy"), count=3)
     # valid layers keep their order; invalid ones are never the reference (checked in gt_warped)
