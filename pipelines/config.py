@@ -186,6 +186,7 @@ class BenchParams:
     megapixels: list[float] = field(default_factory=lambda: [0.25, 1.0])  # megapixels per layer
     repeats: int = 1  # runs per cell (median)
     max_seconds: float = 120.0  # a method's larger cells are skipped once one took longer than this
+    devices: list[str] = field(default_factory=lambda: ["auto"])  # learned methods: auto = cpu (+ cuda if present)
 
 
 SECTIONS: dict[str, type] = {

@@ -75,6 +75,16 @@ def test_json_summary_and_index_map(tmp_path, stack_dir, capsys):
     np.testing.assert_array_equal(saved, expected)
     preview = cv2.imread(str(imap.with_name("index_preview.png")))
     assert preview.shape == (40, 48, 3)
+    assert "device" not in summary and "threads" not in summary  # no network ran
+
+
+def test_json_summary_says_where_the_network_ran(tmp_path, stack_dir, capsys):
+    out = tmp_path / "fused.png"
+    argv = ["fuse", str(stack_dir), "-o", str(out), "--align", "none", "--device", "cpu", "--threads", "1", "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["method"] == DEFAULT_METHOD and summary["device"] == "cpu" and summary["threads"] == 1
+    assert summary["network_seconds"] > 0 and "gpu_peak_mb" not in summary  # GPU memory only on CUDA
 
 
 def test_methods_lists_names_and_default(capsys):

@@ -10,7 +10,14 @@ median over ``--repeats`` runs of:
 
 - ``wall_s``: wall seconds; ``cpu_s``: user + system CPU seconds of the command (``os.wait4``);
 - ``mp_layers_per_s``: N x megapixels / wall seconds;
-- ``peak_rss_mb``: the command's peak resident memory (``ru_maxrss`` of the child).
+- ``peak_rss_mb``: the command's peak resident memory (``ru_maxrss`` of the child);
+- ``gpu_peak_mb`` (learned methods on CUDA): the most GPU memory torch held during the fusion, from the command's
+  ``--json`` summary.
+
+Learned methods run on every ``--devices`` entry (default ``auto``: the CPU, and CUDA as well when torch sees a GPU;
+each row says its ``device``). On a machine without a GPU the command is exactly the user's default command; with
+one, ``--device cpu`` / ``--device cuda --json`` are added so that both rows exist. ``versus`` compares OpenFocus
+with V3 on the device V3 picks by default (CUDA when present), as each tool runs by default.
 
 The stack: a real photo (``data/samples/pcb/00.jpg``, resized to the cell's size) whose layer k is sharp around
 depth k/(N-1) of a smooth depth field and blurred elsewhere (one blur, blended per layer): cheap to make at 24 MP
@@ -30,6 +37,7 @@ Usage::
 
     python -m pipelines.benchmarks.grid --out reports/bench                      # small default grid + plots
     python -m pipelines.benchmarks.grid --params params.yaml --out reports/bench # the `bench` section (DVC stage)
+    python -m pipelines.benchmarks.grid --methods stackmff_v3 --devices cuda --out /tmp/gpu  # GPU rows only
     python -m pipelines.benchmarks.grid --methods stackmff_v3 --layers 10 --megapixels 0.25 1 \
         --beside spin --threads auto 2 --repeats 3 --out /tmp/contention          # threads beside a busy process
     PATH=/opt/peers/bin:$PATH python -m pipelines.benchmarks.grid --layers 10 --megapixels 0.25 1 --repeats 3 \
@@ -80,12 +88,32 @@ def machine() -> dict:
     info["loadavg"] = load()
     from importlib.metadata import PackageNotFoundError, version
 
+    gpu = gpu_info()
+    if gpu is not None:
+        info["gpu"] = gpu
     for pkg in ("torch", "numpy", "opencv-python-headless"):
         try:
             info[pkg] = version(pkg)
         except PackageNotFoundError:
             pass
     return info
+
+
+_GPU_CODE = (
+    "import json, torch\n"
+    "if torch.cuda.is_available():\n"
+    "    p = torch.cuda.get_device_properties(0)\n"
+    "    print(json.dumps({'name': p.name, 'memory_mb': round(p.total_memory / 2**20), 'count': torch.cuda.device_count(),"
+    " 'cuda': torch.version.cuda}))\n"
+)
+
+
+def gpu_info() -> dict | None:
+    """The first CUDA device as torch sees it (name, memory, count, CUDA version), or None: asked in a child
+    process, so that this one never loads torch (its start-up would sit in every timed child's page cache anyway)."""
+    r = subprocess.run([sys.executable, "-c", _GPU_CODE], capture_output=True, text=True, timeout=300)
+    lines = r.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if r.returncode == 0 and lines else None
 
 
 def load() -> list[float]:
@@ -167,15 +195,48 @@ _PEER_CODE = (
 )
 
 
-def command(method: str, stack: Path, out: Path, threads: str) -> list[str]:
-    """The timed command line: ``stackmff fuse`` with default flags, or an external tool through its adapter."""
+def command(method: str, stack: Path, out: Path, threads: str, device: str | None = None) -> list[str]:
+    """The timed command line: ``stackmff fuse`` with default flags, or an external tool through its adapter.
+
+    ``device`` (learned methods): added as ``--device``, with ``--json`` on CUDA (its summary has the GPU memory);
+    None = the default device.
+    """
     if method in _peer_names():
         files = sorted(str(p) for p in stack.iterdir())
         return [sys.executable, "-c", _PEER_CODE, method, *files]
     cmd = [sys.executable, "-m", "stackmff", "fuse", str(stack), "-o", str(out), "-m", method, "--overwrite"]
     if threads != "auto":
         cmd += ["--threads", threads]
+    if device is not None:
+        cmd += ["--device", device] + (["--json"] if device.startswith("cuda") else [])
     return cmd
+
+
+def learned_methods() -> set[str]:
+    """Registered methods that run a network (the ones ``--devices`` applies to)."""
+    from stackmff.fusion import list_methods
+
+    return {m.name for m in list_methods() if m.learned}
+
+
+def devices(requested: Sequence[str], gpu: dict | None) -> list[str]:
+    """``--devices`` resolved: ``auto`` = ``cpu`` plus ``cuda`` when a GPU is present; order kept, duplicates dropped.
+
+    Raises:
+        ValueError: an unknown device, or CUDA asked for on a machine where torch sees no GPU.
+    """
+    out: list[str] = []
+    for d in requested:
+        if d == "auto":
+            add = ["cpu"] + (["cuda"] if gpu is not None else [])
+        elif d == "cpu" or d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit()):
+            if d.startswith("cuda") and gpu is None:
+                raise ValueError(f"--devices {d}: torch sees no CUDA device here; use cpu or auto")
+            add = [d]
+        else:
+            raise ValueError(f"--devices {d!r} is not a device; use auto, cpu, cuda or cuda:N")
+        out += [x for x in add if x not in out]
+    return out
 
 
 def _peer_names() -> set[str]:
@@ -219,14 +280,21 @@ class Competitor:
 
 
 def run_once(
-    method: str, stack: Path, out: Path, *, threads: str, beside: str, timeout: float = DEFAULT_RUN_TIMEOUT
+    method: str,
+    stack: Path,
+    out: Path,
+    *,
+    threads: str,
+    beside: str,
+    timeout: float = DEFAULT_RUN_TIMEOUT,
+    device: str | None = None,
 ) -> dict:
     """One timed run of ``method`` on ``stack`` (beside a competitor unless ``beside`` is ``none``/``alone``), killed
-    after ``timeout`` seconds."""
-    cmd = command(method, stack, out, threads)
+    after ``timeout`` seconds; ``device`` as in :func:`command`."""
+    cmd = command(method, stack, out, threads, device)
     loadavg = load()
     # the "same" competitor fuses into its own output file
-    with Competitor(beside, command(method, stack, out.with_name(f"competitor_{out.name}"), threads)):
+    with Competitor(beside, command(method, stack, out.with_name(f"competitor_{out.name}"), threads, device)):
         r = run_timed(cmd, timeout=timeout)
     if r["timed_out"]:
         return {"error": f"killed after {timeout:.0f} s (raise --run-timeout to let it finish)"}
@@ -234,13 +302,17 @@ def run_once(
         return {"error": f"exit {r['rc']}: {r['stderr']}"}
     if method in _peer_names():  # the wrapper reports the tool's own wall, CPU time and memory
         r.update(json.loads(r["stdout"].strip().splitlines()[-1]))
+    elif "--json" in cmd:  # stackmff fuse --json: its summary has the GPU memory of a CUDA run
+        gpu = json.loads(r["stdout"]).get("gpu_peak_mb")
+        if gpu is not None:
+            r["gpu_peak_mb"] = gpu
     r["load"] = loadavg
     return r
 
 
 def summarize(runs: list[dict]) -> dict:
     """Medians over repeated runs, plus every run's wall and CPU seconds and the 1-minute load before it."""
-    return {
+    out = {
         "wall_s": round(statistics.median(r["wall_s"] for r in runs), 3),
         "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 3),
         "peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in runs), 1),
@@ -248,6 +320,10 @@ def summarize(runs: list[dict]) -> dict:
         "cpus": [round(r["cpu_s"], 3) for r in runs],
         "load_1min": [r["load"][0] for r in runs],
     }
+    gpu = [r["gpu_peak_mb"] for r in runs if "gpu_peak_mb" in r]
+    if gpu:
+        out["gpu_peak_mb"] = round(statistics.median(gpu), 1)
+    return out
 
 
 def run_grid(
@@ -261,9 +337,13 @@ def run_grid(
     beside: str = "none",
     workdir: str | None = None,
     run_timeout: float = DEFAULT_RUN_TIMEOUT,
+    device_list: Sequence[str] = ("cpu",),
     log=print,
 ) -> dict:
-    """Measure every (method, threads, N, MP) cell; returns ``{"machine": ..., "rows": [...]}``.
+    """Measure every (method, threads, device, N, MP) cell; returns ``{"machine": ..., "rows": [...]}``.
+
+    ``device_list`` (resolved by :func:`devices`) applies to the learned methods; the others run on the CPU. When it
+    is just ``cpu`` the commands carry no ``--device`` (the default command of a machine without a GPU).
 
     Within a stack, the runs are interleaved: repeat 1 of every method (and mode), then repeat 2, ..., each repeat
     starting one method later, so that all methods of a cell see the same load of a shared machine.
@@ -272,21 +352,26 @@ def run_grid(
     info = machine()
     cells = sorted(((n, mp) for n in layers for mp in megapixels), key=lambda c: c[0] * c[1])
     modes = ("alone", beside) if beside != "none" else ("alone",)
-    slow: set[tuple[str, str]] = set()  # (method, threads) that exceeded max_seconds
+    explicit = list(device_list) != ["cpu"]
+    learned = learned_methods()
+    combos = [
+        (m, th, dev) for m in methods for th in threads for dev in (device_list if m in learned else ("cpu",))
+    ]  # (method, threads, device)
+    slow: set[tuple[str, str, str]] = set()  # combos that exceeded max_seconds
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stackmff-grid-", dir=workdir) as tmp:
         for n, mp in cells:
             stack = Path(tmp) / f"n{n}_mp{mp}"
             h, w = write_stack(stack, n, mp)
-            jobs = [(m, th) for m in methods for th in threads if (m, th) not in slow]
-            runs: dict[tuple[str, str, str], list[dict]] = {(m, th, mode): [] for m, th in jobs for mode in modes}
-            failed: dict[tuple[str, str], tuple[str, str]] = {}  # (method, threads) -> (mode, error)
+            jobs = [c for c in combos if c not in slow]
+            runs: dict[tuple, list[dict]] = {(*c, mode): [] for c in jobs for mode in modes}
+            failed: dict[tuple[str, str, str], tuple[str, str]] = {}  # combo -> (mode, error)
             for rep in range(repeats):
                 k = rep % len(jobs) if jobs else 0
                 for mode in modes:
-                    for m, th in jobs[k:] + jobs[:k]:
-                        if (m, th) in failed:
+                    for m, th, dev in jobs[k:] + jobs[:k]:
+                        if (m, th, dev) in failed:
                             continue
                         res = run_once(
                             m,
@@ -295,32 +380,42 @@ def run_grid(
                             threads=th,
                             beside="none" if mode == "alone" else mode,
                             timeout=run_timeout,
+                            device=dev if explicit and m in learned else None,
                         )
                         if "error" in res:
-                            failed[(m, th)] = (mode, res["error"])
-                            log(f"{m} threads={th} N={n} {mp} MP {mode}: {res['error']}")
+                            failed[(m, th, dev)] = (mode, res["error"])
+                            log(f"{m} threads={th} device={dev} N={n} {mp} MP {mode}: {res['error']}")
                         else:
-                            runs[(m, th, mode)].append(res)
-            for method in methods:
-                for th in threads:
-                    row = {"method": method, "threads": th, "layers": n, "megapixels": mp, "height": h, "width": w}
-                    if (method, th) not in jobs:
-                        rows.append({**row, "skipped": f"slower than {max_seconds:.0f} s on a smaller cell"})
-                        continue
-                    if (method, th) in failed:
-                        mode, error = failed[(method, th)]
-                        rows.append({**row, "beside": mode, "error": error})
-                        continue
-                    for mode in modes:
-                        res = summarize(runs[(method, th, mode)])
-                        res["mp_layers_per_s"] = round(n * h * w / 1e6 / res["wall_s"], 3)
-                        rows.append({**row, "beside": mode, **res})
-                        log(
-                            f"{method:18s} threads={th:4s} N={n:3d} {mp:5.2f} MP {mode:5s}: wall {res['wall_s']:7.2f} s"
-                            f"  cpu {res['cpu_s']:7.2f} s  peak {res['peak_rss_mb']:7.0f} MB  load {res['load_1min']}"
-                        )
-                        if res["wall_s"] > max_seconds:
-                            slow.add((method, th))
+                            runs[(m, th, dev, mode)].append(res)
+            for method, th, dev in combos:
+                row = {
+                    "method": method,
+                    "threads": th,
+                    "device": dev,
+                    "layers": n,
+                    "megapixels": mp,
+                    "height": h,
+                    "width": w,
+                }
+                if (method, th, dev) not in jobs:
+                    rows.append({**row, "skipped": f"slower than {max_seconds:.0f} s on a smaller cell"})
+                    continue
+                if (method, th, dev) in failed:
+                    mode, error = failed[(method, th, dev)]
+                    rows.append({**row, "beside": mode, "error": error})
+                    continue
+                for mode in modes:
+                    res = summarize(runs[(method, th, dev, mode)])
+                    res["mp_layers_per_s"] = round(n * h * w / 1e6 / res["wall_s"], 3)
+                    rows.append({**row, "beside": mode, **res})
+                    gpu = f"  GPU {res['gpu_peak_mb']:7.0f} MB" if "gpu_peak_mb" in res else ""
+                    log(
+                        f"{method:18s} threads={th:4s} {dev:6s} N={n:3d} {mp:5.2f} MP {mode:5s}: wall "
+                        f"{res['wall_s']:7.2f} s  cpu {res['cpu_s']:7.2f} s  peak {res['peak_rss_mb']:7.0f} MB{gpu}"
+                        f"  load {res['load_1min']}"
+                    )
+                    if res["wall_s"] > max_seconds:
+                        slow.add((method, th, dev))
             for f in stack.iterdir():
                 f.unlink()
             stack.rmdir()
@@ -329,19 +424,24 @@ def run_grid(
 
 
 def ratios(rows: list[dict]) -> list[dict]:
-    """``beside / alone`` wall and CPU ratios per (method, threads, N, MP) measured beside a competitor."""
-    alone = {(r["method"], r["threads"], r["layers"], r["megapixels"]): r for r in rows if r.get("beside") == "alone"}
+    """``beside / alone`` wall and CPU ratios per (method, threads, device, N, MP) measured beside a competitor."""
+
+    def key(r: dict) -> tuple:
+        return r["method"], r["threads"], r.get("device", "cpu"), r["layers"], r["megapixels"]
+
+    alone = {key(r): r for r in rows if r.get("beside") == "alone"}
     out = []
     for r in rows:
-        key = (r["method"], r["threads"], r["layers"], r["megapixels"])
-        if r.get("beside") not in (None, "alone") and "wall_s" in r and key in alone:
-            a = alone[key]
+        k = key(r)
+        if r.get("beside") not in (None, "alone") and "wall_s" in r and k in alone:
+            a = alone[k]
             out.append(
                 {
-                    "method": key[0],
-                    "threads": key[1],
-                    "layers": key[2],
-                    "megapixels": key[3],
+                    "method": k[0],
+                    "threads": k[1],
+                    "device": k[2],
+                    "layers": k[3],
+                    "megapixels": k[4],
                     "beside": r["beside"],
                     "wall_ratio": round(r["wall_s"] / a["wall_s"], 2),
                     "cpu_ratio": round(r["cpu_s"] / a["cpu_s"], 2),
@@ -350,8 +450,13 @@ def ratios(rows: list[dict]) -> list[dict]:
     return out
 
 
-def versus(rows: list[dict], classical: Sequence[str], *, v3: str = "stackmff_v3") -> list[dict]:
+def versus(
+    rows: list[dict], classical: Sequence[str], *, v3: str = "stackmff_v3", v3_device: str = "cpu"
+) -> list[dict]:
     """Per (N, MP) cell, the peers' time over ours (measured alone, ``--threads auto``, in the same run).
+
+    ``v3_device``: the row of V3 to compare, the device its default command picks (``cuda`` when a GPU is present,
+    as OpenFocus then uses it too); the classical methods run on the CPU.
 
     ``openfocus_over_v3_wall``/``_cpu``: OpenFocus' wall/CPU seconds over V3's (the issue's goal: >= 4);
     ``focus_stack_over_classical_wall`` and ``enfuse_over_classical_wall``: the tool's wall seconds over the fastest
@@ -360,6 +465,8 @@ def versus(rows: list[dict], classical: Sequence[str], *, v3: str = "stackmff_v3
     cells: dict[tuple[int, float], dict[str, dict]] = {}
     for r in rows:
         if r.get("beside") == "alone" and r.get("threads") == "auto" and "wall_s" in r:
+            if r["method"] == v3 and r.get("device", "cpu") != v3_device:
+                continue
             cells.setdefault((r["layers"], r["megapixels"]), {})[r["method"]] = r
     out = []
     for (n, mp), by in sorted(cells.items()):
@@ -404,18 +511,22 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
         values = sorted({r[fixed] for r in ok})
         at = max(values, key=lambda v: (len({r["method"] for r in ok if r[fixed] == v}), v))
         fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-        for (method, th), sel in _groups([r for r in ok if r[fixed] == at]).items():
+        for (method, th, dev), sel in _groups([r for r in ok if r[fixed] == at]).items():
             sel.sort(key=lambda r: r[axis])
-            label = method if th == "auto" else f"{method} ({th} threads)"
+            how = ([f"{th} threads"] if th != "auto" else []) + ([dev] if dev != "cpu" else [])
+            label = f"{method} ({', '.join(how)})" if how else method
             xs = [r[axis] for r in sel]
             (line,) = axes[0].plot(xs, [r["wall_s"] for r in sel], "o-", label=label)
             axes[0].plot(xs, [r["cpu_s"] for r in sel], "x--", color=line.get_color(), alpha=0.6)
-            axes[1].plot(xs, [r["peak_rss_mb"] for r in sel], "o-", label=label)
+            axes[1].plot(xs, [r["peak_rss_mb"] for r in sel], "o-", color=line.get_color(), label=label)
+            gpu = [(x, r["gpu_peak_mb"]) for x, r in zip(xs, sel, strict=True) if "gpu_peak_mb" in r]
+            if gpu:
+                axes[1].plot(*zip(*gpu, strict=True), "s:", color=line.get_color(), label=f"{label}: GPU memory")
         unit = "MP" if fixed == "megapixels" else "layers"
         plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
         # minor ticks: label 2, 3, 5 and 7 (x 10^k) only, or a decade of labels collides; x: the grid's values
         some = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "2357" else "")
-        whats = ("whole command: wall (o-) and CPU (x--) seconds", "peak resident memory (MB)")
+        whats = ("whole command: wall (o-) and CPU (x--) seconds", "peak resident memory (MB; GPU: s:)")
         for ax, what in zip(axes, whats, strict=True):
             ax.set_xlabel("layers N" if axis == "layers" else "megapixels per layer")
             ax.set_ylabel(what)
@@ -437,10 +548,10 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
     return written
 
 
-def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    g: dict[tuple[str, str], list[dict]] = {}
+def _groups(rows: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    g: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
-        g.setdefault((r["method"], r["threads"]), []).append(r)
+        g.setdefault((r["method"], r["threads"], r.get("device", "cpu")), []).append(r)
     return g
 
 
@@ -470,6 +581,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--threads", nargs="+", default=["auto"], help="--threads values of `stackmff fuse` to compare")
     p.add_argument("--beside", choices=("none", "spin", "same"), default="none", help="competing process")
+    p.add_argument(
+        "--devices",
+        nargs="+",
+        default=["auto"],
+        help="devices of the learned methods: auto (cpu + cuda if present), cpu, cuda",
+    )
     p.add_argument("--workdir", help="where the stacks are written (default: the system temp folder)")
     p.add_argument("--out", required=True, help="folder for grid.json and the plots")
     a = p.parse_args(argv)
@@ -481,9 +598,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         b = load_params(a.params, "bench")
         a.methods, a.layers, a.megapixels = b.methods or None, b.layers, b.megapixels
         a.repeats, a.max_seconds = b.repeats, b.max_seconds
+        a.devices = b.devices
+    gpu = gpu_info()
+    try:
+        device_list = devices(a.devices, gpu)
+    except ValueError as exc:
+        p.error(str(exc))
     methods = available_methods(a.methods)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"grid: {methods} x N {a.layers} x MP {a.megapixels}, {a.repeats} repeat(s), load {load()}")
+    log(
+        f"grid: {methods} x N {a.layers} x MP {a.megapixels} (learned: {', '.join(device_list)}), {a.repeats} "
+        f"repeat(s), load {load()}"
+    )
     res = run_grid(
         methods,
         a.layers,
@@ -494,13 +620,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=a.threads,
         beside=a.beside,
         workdir=a.workdir,
+        device_list=device_list,
         log=log,
     )
     if a.beside != "none":
         res["ratios"] = ratios(res["rows"])
         for r in res["ratios"]:
             log(f"ratio beside {r['beside']}: {r}")
-    res["versus"] = versus(res["rows"], classical_methods())
+    res["versus"] = versus(res["rows"], classical_methods(), v3_device="cuda" if "cuda" in device_list else "cpu")
     for v in res["versus"]:
         log(f"peers over ours (same run): {v}")
     out = Path(a.out)

@@ -238,10 +238,12 @@ def run(
     if grid.is_file():
         bench = read_json(grid)
         mach = bench.get("machine", {})
+        gpu = mach.get("gpu")  # V3 then has GPU rows too (device "cuda", with its GPU memory)
+        gpu_text = f", GPU {gpu.get('name', '?')} ({gpu.get('memory_mb', '?')} MB)" if gpu else ", no GPU"
         notes.append(
             f"Speed and memory grid (whole `stackmff fuse` commands, default flags, start-up included): "
             f"{mach.get('cpu', '?')}, {mach.get('affinity', mach.get('cpu_count', '?'))} cores, "
-            f"{mach.get('mem_total_gb', '?')} GB; load average {mach.get('loadavg')} before, "
+            f"{mach.get('mem_total_gb', '?')} GB{gpu_text}; load average {mach.get('loadavg')} before, "
             f"{mach.get('loadavg_after')} after; table in bench/grid.json."
         )
         for v in bench.get("versus", []):  # the peers' time over ours, per cell of the same run

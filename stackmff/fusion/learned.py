@@ -18,6 +18,7 @@ method runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -92,7 +93,8 @@ def fuse_stack_v3(
     Returns:
         FusionResult with ``image`` ``(C, H, W)`` float32 (exact source values only with ``gather="hard"``),
         ``index_map`` ``(H, W)`` int32 (positions in the input stack), ``confidence`` ``(H, W)`` float32 = max
-        softmax probability, ``extras`` with the tile plan and ``rejected_layers`` (V3-star: also ``"depth"``).
+        softmax probability, ``extras`` with the tile plan, ``device``, ``network_seconds`` (the tiles' network
+        runs) and ``rejected_layers`` (V3-star: also ``"depth"``).
 
     Raises:
         StackMFFError: fewer than 2 layers, an unknown precision or gather, a gather other than "hard" with a
@@ -117,13 +119,17 @@ def fuse_stack_v3(
     if memory_budget_mb is None:
         memory_budget_mb = auto_memory_budget(n, h, w, net.cfg)
     plan = plan_tiles(h, w, n, net.cfg, memory_budget_mb=memory_budget_mb, tile=tile, overlap=overlap)
-    logits_fn = tile_logits_fn(net, plan, autocast_dtype=ac, half_res=half_res)
-    if between_tiles is not None:
-        tile_fn = logits_fn
+    tile_fn = tile_logits_fn(net, plan, autocast_dtype=ac, half_res=half_res)
+    network_seconds = 0.0
 
-        def logits_fn(lum: np.ndarray) -> np.ndarray:
+    def logits_fn(lum: np.ndarray) -> np.ndarray:
+        nonlocal network_seconds
+        if between_tiles is not None:
             between_tiles()
-            return tile_fn(lum)
+        t0 = time.perf_counter()
+        out = tile_fn(lum)
+        network_seconds += time.perf_counter() - t0
+        return out
 
     decision = LayerDecision(stack, logits_fn, plan, regress=regress)
 
@@ -164,6 +170,7 @@ def fuse_stack_v3(
             "memory_budget_mb": memory_budget_mb,
             "tiled": plan.tiled,
             "device": str(dev),
+            "network_seconds": round(network_seconds, 4),  # the tiles' network runs (the rest: colour, blend, I/O)
             "precision": "bf16" if ac else "fp32",
             "rejected_layers": rejected.tolist(),
             "gather": gather,

@@ -316,7 +316,8 @@ def fuse_to_file(
             written += [str(p) for p in ups]
         if save_to is not None:
             written.append(str(save_to))
-    for key in ("network_seconds", "threads", "thread_counts"):  # learned methods: network time, CPU threads used
+    # learned methods: network time, where it ran, CPU threads used, GPU memory at its peak (CUDA)
+    for key in ("network_seconds", "device", "threads", "thread_counts", "gpu_peak_mb"):
         if key in result.extras:
             info[key] = result.extras[key]
     return {

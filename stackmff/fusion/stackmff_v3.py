@@ -17,6 +17,10 @@ hand-held stacks but costs up to ~1 dB on registered stacks of many layers), ``p
 author's inference step by step, see :func:`~stackmff.fusion.learned.fuse_stack_upstream`; the other options except
 weights/device are then ignored).
 
+Besides the fusion, ``extras`` says where it ran: ``device`` ("cpu", "cuda:0"), ``threads``, and on CUDA
+``gpu_peak_mb``, the most GPU memory torch's caching allocator held during the call (``stackmff fuse --json`` reports
+them; the benchmark grid reads the GPU figure from there).
+
 ``weights`` may also be the author's upstream ``.pth`` (``stackmffv3.pth``, ``stackmffv3_star.pth``): V3 and V3-star
 files have the same keys, so the method says which head to use (``stackmff_v3`` = argmax, ``stackmff_v3_star`` =
 upstream's normalised expected layer).
@@ -146,8 +150,11 @@ def _run(
 
     set_threads(n_threads)
     # automatic count on CPU: measured again between tiles, so a long fusion follows the cores other jobs free or take
-    cpu = next(model.parameters()).device.type == "cpu"
+    dev = next(model.parameters()).device
+    cpu = dev.type == "cpu"
     governor = ThreadGovernor(n_threads, before, set_threads) if auto and cpu else None
+    if not cpu:
+        torch.cuda.reset_peak_memory_stats(dev)  # the GPU memory of this fusion alone, reported below
     try:
         if preset == "upstream":
             res = learned.fuse_stack_upstream(stack, model)
@@ -169,7 +176,10 @@ def _run(
         torch.set_num_threads(before)
         cv2.setNumThreads(cv_before)
     res.extras["weights"] = str(path)
+    res.extras["device"] = str(dev)
     res.extras["threads"] = n_threads
+    if not cpu:  # what the caching allocator held at its peak (the tensors' own peak is a little lower)
+        res.extras["gpu_peak_mb"] = round(torch.cuda.max_memory_reserved(dev) / 2**20, 1)
     if governor is not None and len(governor.counts) > 1:
         res.extras["thread_counts"] = governor.counts  # the counts it followed, in order
     return res

@@ -93,8 +93,9 @@ def test_bench_params_default_and_file(tmp_path):
 def test_runs_of_one_stack_are_interleaved_across_repeats(tmp_path, monkeypatch):
     order = []
 
-    def fake_run_once(method, stack, out, *, threads, beside, timeout):
+    def fake_run_once(method, stack, out, *, threads, beside, timeout, device=None):
         assert timeout == 90.0  # the grid's --run-timeout reaches every run
+        assert device is None  # no GPU asked for: the default command, without --device
         order.append(method)
         if method == "bad" and order.count("bad") == 2:
             return {"error": "exit 1: boom"}
@@ -126,6 +127,95 @@ def test_versus_divides_the_peers_times_by_ours_per_cell():
     assert (v["openfocus_over_v3_wall"], v["openfocus_over_v3_cpu"]) == (4.5, 5.0)
     assert v["fastest_classical"] == "focus_measure" and "focus_stack_over_classical_wall" not in v
     assert (v["enfuse_over_classical_wall"], v["enfuse_over_classical_cpu"]) == (2.0, 2.0)
+
+
+def test_learned_methods_get_a_row_per_device_and_the_others_run_on_the_cpu(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_once(method, stack, out, *, threads, beside, timeout, device=None):
+        calls.append((method, device))
+        gpu = {"gpu_peak_mb": 321.0} if device == "cuda" else {}
+        return {"wall_s": 1.0, "cpu_s": 1.0, "peak_rss_mb": 10.0, "load": [0.5] * 3, **gpu}
+
+    monkeypatch.setattr(grid, "run_once", fake_run_once)
+    res = grid.run_grid(
+        ["stackmff_v3", "focus_measure"], [2], [0.02], device_list=["cpu", "cuda"], workdir=str(tmp_path), log=print
+    )
+    assert calls == [("stackmff_v3", "cpu"), ("stackmff_v3", "cuda"), ("focus_measure", None)]
+    rows = {(r["method"], r["device"]): r for r in res["rows"]}
+    assert sorted(rows) == [("focus_measure", "cpu"), ("stackmff_v3", "cpu"), ("stackmff_v3", "cuda")]
+    assert rows[("stackmff_v3", "cuda")]["gpu_peak_mb"] == 321.0 and "gpu_peak_mb" not in rows[("stackmff_v3", "cpu")]
+    paths = grid.plot(res["rows"], tmp_path)  # V3 on each device is its own line, GPU memory beside the RSS
+    assert len(paths) == 2 and all(cv2.imread(str(p)) is not None for p in paths)
+
+
+def test_grid_refuses_cuda_without_a_gpu_in_one_line(tmp_path, capsys):
+    if grid.gpu_info() is not None:
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit) as exc:
+        grid.main(["--devices", "cuda", "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2 and "torch sees no CUDA device here" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_adds_the_device_only_when_asked(tmp_path):
+    base = grid.command("stackmff_v3", tmp_path, tmp_path / "o.jpg", "auto")
+    assert "--device" not in base and "--json" not in base  # a machine without a GPU times the default command
+    cpu = grid.command("stackmff_v3", tmp_path, tmp_path / "o.jpg", "auto", "cpu")
+    assert cpu == [*base, "--device", "cpu"]
+    cuda = grid.command("stackmff_v3", tmp_path, tmp_path / "o.jpg", "2", "cuda")
+    assert cuda[-5:] == ["--threads", "2", "--device", "cuda", "--json"]  # the summary carries the GPU memory
+
+
+def test_devices_resolve_auto_and_refuse_a_missing_gpu():
+    gpu = {"name": "NVIDIA H100", "memory_mb": 81000}
+    assert grid.devices(["auto"], None) == ["cpu"]
+    assert grid.devices(["auto"], gpu) == ["cpu", "cuda"]
+    assert grid.devices(["cuda", "auto"], gpu) == ["cuda", "cpu"]
+    assert grid.devices(["cuda:1"], gpu) == ["cuda:1"]
+    with pytest.raises(ValueError, match="no CUDA device"):
+        grid.devices(["cuda"], None)
+    with pytest.raises(ValueError, match="not a device"):
+        grid.devices(["tpu"], gpu)
+
+
+def test_run_once_reads_the_gpu_memory_from_the_commands_json_summary(tmp_path, monkeypatch):
+    import sys
+
+    # what `stackmff fuse --json` prints on CUDA, reduced to the key the grid reads
+    code = "import json; print(json.dumps({'layers': 2, 'device': 'cuda:0', 'gpu_peak_mb': 812.5}, indent=2))"
+    monkeypatch.setattr(grid, "command", lambda *a: [sys.executable, "-c", code, "--json"])
+    r = grid.run_once("stackmff_v3", tmp_path, tmp_path / "o.jpg", threads="auto", beside="none", device="cuda")
+    assert r["gpu_peak_mb"] == 812.5 and r["wall_s"] > 0
+    s = grid.summarize([r, {**r, "gpu_peak_mb": 800.0}, {**r, "gpu_peak_mb": 900.0}])
+    assert s["gpu_peak_mb"] == 812.5  # the median
+    assert "gpu_peak_mb" not in grid.summarize([{k: v for k, v in r.items() if k != "gpu_peak_mb"}])
+
+
+def test_versus_compares_openfocus_with_v3_on_its_default_device():
+    cell = {"threads": "auto", "layers": 10, "megapixels": 1.0, "beside": "alone"}
+    rows = [
+        {**cell, "method": "stackmff_v3", "device": "cpu", "wall_s": 4.0, "cpu_s": 6.0},
+        {**cell, "method": "stackmff_v3", "device": "cuda", "wall_s": 2.0, "cpu_s": 2.0},
+        {**cell, "method": "openfocus", "wall_s": 8.0, "cpu_s": 8.0},
+    ]
+    assert grid.versus(rows, [])[0]["openfocus_over_v3_wall"] == 2.0
+    assert grid.versus(rows, [], v3_device="cuda")[0]["openfocus_over_v3_wall"] == 4.0
+
+
+@pytest.mark.gpu
+def test_grid_has_gpu_rows_with_their_gpu_memory(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    gpu = grid.gpu_info()
+    assert gpu is not None and gpu["memory_mb"] > 1000
+    res = grid.run_grid(
+        ["stackmff_v3"], [3], [0.25], device_list=grid.devices(["auto"], gpu), workdir=str(tmp_path), log=print
+    )
+    rows = {r["device"]: r for r in res["rows"]}
+    assert set(rows) == {"cpu", "cuda"} and res["machine"]["gpu"]["name"] == gpu["name"]
+    assert 10 < rows["cuda"]["gpu_peak_mb"] < gpu["memory_mb"] and "gpu_peak_mb" not in rows["cpu"]
 
 
 @pytest.mark.skipif(not get_peer("enfuse").available(), reason="enfuse not installed")
