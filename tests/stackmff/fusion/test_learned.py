@@ -212,3 +212,20 @@ def test_top_k_method_option_reaches_the_pyramid_blend_and_is_checked():
     default = fm(st, device="cpu").image
     np.testing.assert_array_equal(fm(st, device="cpu", top_k=6).image, default)  # all 6 layers: the default rule
     assert np.abs(fm(st, device="cpu", top_k=1).image - default).max() > 1e-3  # one layer per pixel: another image
+
+
+def test_registry_folds_the_checkpoint_once_per_process_and_fuses_the_same(tmp_path, small_model, monkeypatch):
+    from stackmff.models import inference, stackmff_v3
+
+    path = save_checkpoint(tmp_path / "m.pt", small_model)
+    stack = scene_stack(n=3, h=64, w=64)
+    expected = fuse_stack_v3(stack, small_model, half_res=False).image  # the model as trained, folded now
+    folds = []
+    fold = stackmff_v3.fold_batchnorm
+    monkeypatch.setattr(inference, "fold_batchnorm", lambda m: folds.append(1) or fold(m))
+    fm = get_fusion_method("stackmff_v3")
+    first = fm(stack, weights=path, device="cpu", half_res=False).image
+    second = fm(stack, weights=path, device="cpu", half_res=False).image
+    assert len(folds) == 1  # the deep copy + fold is made when the checkpoint is loaded, not for every stack
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, expected, atol=1e-5)
