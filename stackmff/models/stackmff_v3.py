@@ -477,13 +477,15 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.out_proj.bias)
 
 
-def fold_batchnorm(model: StackMFFV3) -> StackMFFV3:
+def fold_batchnorm(model: StackMFFV3, *, inplace: bool = False) -> StackMFFV3:
     """Copy of ``model`` for inference with every BatchNorm folded into the preceding convolution.
 
     ConvBN becomes a conv with bias; a shared-kernel :class:`LearnablePool` + BN becomes a per-channel depthwise conv.
     The copy computes the same function as ``model.eval()`` (up to float rounding) with fewer passes over memory.
+    ``inplace``: fold ``model`` itself instead of a deep copy (~0.1 s saved; for a model nobody else holds, e.g. one
+    just loaded from a checkpoint).
     """
-    m = copy.deepcopy(model).eval()
+    m = (model if inplace else copy.deepcopy(model)).eval()
     for parent in list(m.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, ConvBN) and isinstance(child.norm, nn.BatchNorm2d):

@@ -173,3 +173,9 @@ def test_folded_batchnorm_computes_the_same_function():
     x = torch.rand(1, 4, 32, 64)
     with torch.no_grad():
         torch.testing.assert_close(f(x), m(x), atol=1e-5, rtol=1e-5)
+    assert any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # the copy left the model alone
+    with torch.no_grad():
+        expected = f(x)
+        g = fold_batchnorm(m, inplace=True)  # a model nobody else holds: folded without the copy
+        assert g is m and not any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+        torch.testing.assert_close(g(x), expected, atol=0, rtol=0)
