@@ -104,3 +104,16 @@ def test_half_res_logits_are_chunk_independent_and_full_size(small_model, h, w):
     chunked = predict_logits(small_model, lum, half_res=True, chunk_pixels=300)  # many row chunks
     assert whole.shape == (3, h, w)
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 7, 300])
+def test_first_argmax_is_torchs_argmax_with_ties_to_the_first_layer(n):
+    from stackmff.models.inference import _first_argmax
+
+    g = torch.Generator().manual_seed(n)
+    x = torch.randint(0, 4, (n, 33, 17), generator=g).float()  # few values: many ties
+    x[:, 0, 0] = 1.0  # all tied: layer 0
+    got = _first_argmax(x, x.amax(0))
+    assert got.dtype == (torch.uint8 if n <= 256 else torch.int16)
+    np.testing.assert_array_equal(got.long().numpy(), x.argmax(0).numpy())
+    assert got[0, 0] == 0
