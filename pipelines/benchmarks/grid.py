@@ -47,6 +47,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -108,8 +109,9 @@ _GPU_CODE = (
 )
 
 
+@functools.lru_cache(maxsize=1)
 def gpu_info() -> dict | None:
-    """The first CUDA device as torch sees it (name, memory, count, CUDA version), or None: asked in a child
+    """The first CUDA device as torch sees it (name, memory, count, CUDA version), or None: asked once, in a child
     process, so that this one never loads torch (its start-up would sit in every timed child's page cache anyway)."""
     r = subprocess.run([sys.executable, "-c", _GPU_CODE], capture_output=True, text=True, timeout=300)
     lines = r.stdout.strip().splitlines()
