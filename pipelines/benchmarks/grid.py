@@ -344,8 +344,9 @@ def run_grid(
 ) -> dict:
     """Measure every (method, threads, device, N, MP) cell; returns ``{"machine": ..., "rows": [...]}``.
 
-    ``device_list`` (resolved by :func:`devices`) applies to the learned methods; the others run on the CPU. When it
-    is just ``cpu`` the commands carry no ``--device`` (the default command of a machine without a GPU).
+    ``device_list`` (resolved by :func:`devices`) applies to the learned methods; the classical ones run on the CPU,
+    external tools on the device they choose themselves (row ``device`` "own" when ``device_list`` has a GPU). When
+    it is just ``cpu`` the commands carry no ``--device`` (the default command of a machine without a GPU).
 
     Within a stack, the runs are interleaved: repeat 1 of every method (and mode), then repeat 2, ..., each repeat
     starting one method later, so that all methods of a cell see the same load of a shared machine.
@@ -355,10 +356,10 @@ def run_grid(
     cells = sorted(((n, mp) for n in layers for mp in megapixels), key=lambda c: c[0] * c[1])
     modes = ("alone", beside) if beside != "none" else ("alone",)
     explicit = list(device_list) != ["cpu"]
-    learned = learned_methods()
-    combos = [
-        (m, th, dev) for m in methods for th in threads for dev in (device_list if m in learned else ("cpu",))
-    ]  # (method, threads, device)
+    learned, peers = learned_methods(), _peer_names()
+    # external tools pick their own device: "own" where a GPU is present (OpenFocus then uses it), else the CPU
+    other = {m: ("own" if explicit and m in peers else "cpu",) for m in methods if m not in learned}
+    combos = [(m, th, dev) for m in methods for th in threads for dev in other.get(m, device_list)]
     slow: set[tuple[str, str, str]] = set()  # combos that exceeded max_seconds
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)

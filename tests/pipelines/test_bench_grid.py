@@ -138,12 +138,24 @@ def test_learned_methods_get_a_row_per_device_and_the_others_run_on_the_cpu(tmp_
         return {"wall_s": 1.0, "cpu_s": 1.0, "peak_rss_mb": 10.0, "load": [0.5] * 3, **gpu}
 
     monkeypatch.setattr(grid, "run_once", fake_run_once)
+    monkeypatch.setattr(grid, "_peer_names", lambda: {"openfocus"})
     res = grid.run_grid(
-        ["stackmff_v3", "focus_measure"], [2], [0.02], device_list=["cpu", "cuda"], workdir=str(tmp_path), log=print
+        ["stackmff_v3", "focus_measure", "openfocus"],
+        [2],
+        [0.02],
+        device_list=["cpu", "cuda"],
+        workdir=str(tmp_path),
+        log=print,
     )
-    assert calls == [("stackmff_v3", "cpu"), ("stackmff_v3", "cuda"), ("focus_measure", None)]
+    assert calls == [("stackmff_v3", "cpu"), ("stackmff_v3", "cuda"), ("focus_measure", None), ("openfocus", None)]
     rows = {(r["method"], r["device"]): r for r in res["rows"]}
-    assert sorted(rows) == [("focus_measure", "cpu"), ("stackmff_v3", "cpu"), ("stackmff_v3", "cuda")]
+    # an external tool chooses its own device (OpenFocus takes the GPU when there is one)
+    assert sorted(rows) == [
+        ("focus_measure", "cpu"),
+        ("openfocus", "own"),
+        ("stackmff_v3", "cpu"),
+        ("stackmff_v3", "cuda"),
+    ]
     assert rows[("stackmff_v3", "cuda")]["gpu_peak_mb"] == 321.0 and "gpu_peak_mb" not in rows[("stackmff_v3", "cpu")]
     paths = grid.plot(res["rows"], tmp_path)  # V3 on each device is its own line, GPU memory beside the RSS
     assert len(paths) == 2 and all(cv2.imread(str(p)) is not None for p in paths)
